@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny models and data built locally, so no test touches the network."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Set before transformers / gradio are imported anywhere in the test session.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+sys.path.insert(0, str(ROOT))
+
+TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+def make_tiny_model(out_dir: Path, tokenizer, seed: int = 0, **overrides) -> Path:
+    """A random 2-layer BERT classifier with readable labels, saved like an export."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from nsmc.corpus import LABELS
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=2,
+        id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)}, **{**TINY_BERT, **overrides},
+    )
+    BertForSequenceClassification(config).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    from train.vocab import read_texts, train_wordpiece
+
+    texts = read_texts([FIXTURES / "ratings_train.txt", FIXTURES / "reviews_unlabeled.txt"])
+    return train_wordpiece(texts, vocab_size=1500, min_frequency=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """An exported-model-shaped folder (random weights) with a metrics.json, for serving tests."""
+    out = make_tiny_model(tmp_path_factory.mktemp("tiny-model"), tiny_tokenizer)
+    (out / "metrics.json").write_text(json.dumps({"test_acc": 0.5, "test_f1": 0.5, "val_acc": 0.5}))
+    return out
