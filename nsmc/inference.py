@@ -1,0 +1,190 @@
+"""Predict and explain sentiment with an exported model: the one code path that the app,
+evaluation and benchmarks share. No Lightning and nothing from `train/` is imported here, so
+serving stays light.
+
+    from nsmc.inference import SentimentClassifier
+    clf = SentimentClassifier.load("models/nsmc-small")
+    clf.predict(["정말 재밌었다", "시간 아깝다"])   # [{"긍정 (positive)": 0.97, "부정 (negative)": 0.03}, ...]
+    clf.predict_proba(texts)                        # np.ndarray (n, 2), columns in LABELS order
+    clf.explain("정말 재밌었다").highlights        # for gr.HighlightedText
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nsmc.corpus import LABELS
+from nsmc.encoding import backend, pad_batch
+from nsmc.loading import load_classifier
+
+MAX_CHARS = 2000  # NSMC reviews are < 140 chars; the cap bounds tokenizer CPU time on pasted novels
+MAX_WORDS = 32  # occlusion units: NSMC reviews have ~5-20 words; longer texts are grouped into 32 spans, bounding the cost
+BATCH_SIZE = 32  # sequences per forward pass when many texts come at once
+DISPLAY = {"negative": "부정 (negative)", "positive": "긍정 (positive)"}
+
+
+def set_threads(n: int | None = None) -> int:
+    """One intra-op thread per usable core, one inter-op thread: with Gradio serving one forward
+    pass at a time, this keeps all cores busy without oversubscribing them."""
+    if not n:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # only allowed before the first parallel op; then the default stays
+        pass
+    return n
+
+
+def as_text(value) -> str:
+    """Any input as a valid string: None -> "", non-strings -> str(), lone surrogates (which can
+    arrive through JSON and make the Rust tokenizer raise) -> U+FFFD."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def cap(text, max_chars: int = MAX_CHARS) -> tuple[str, bool]:
+    """(text cut to max_chars, whether it was cut). Done before tokenizing, so a 10 MB paste
+    costs no more than a 2,000-character one."""
+    text = as_text(text)
+    return (text[:max_chars], True) if len(text) > max_chars else (text, False)
+
+
+def is_blank(text) -> bool:
+    return not as_text(text).strip()
+
+
+@dataclass
+class Explanation:
+    """Occlusion attributions: how much the predicted class's probability drops when a word is left out."""
+
+    label: str  # display name of the predicted class
+    probs: dict[str, float]
+    words: list[tuple[str, float]] = field(default_factory=list)  # (word, drop in predicted prob), text order
+    highlights: list[tuple[str, float | None]] = field(default_factory=list)  # gr.HighlightedText value
+    truncated: bool = False
+
+    def ranked(self) -> list[tuple[str, float]]:
+        return sorted(self.words, key=lambda w: w[1], reverse=True)
+
+
+class SentimentClassifier:
+    """A sequence classifier plus its tokenizer, loaded once, predicting without gradients."""
+
+    def __init__(self, model, tokenizer, name: str = "model", metrics: dict | None = None):
+        self.model = model.eval()
+        self.name = name
+        self.metrics = metrics or {}
+        config = model.config
+        # Label names from the model's own config; a config saved without names falls back to ours.
+        names = [config.id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)]
+        if all(n.startswith("LABEL_") for n in names) and len(names) == len(LABELS):
+            names = list(LABELS)
+        self.label_names = names
+        self.labels = [DISPLAY.get(n, n) for n in names]
+        # The tokenizer's own limit when it has a real one (RoBERTa-style models reserve positions).
+        limit = getattr(tokenizer, "model_max_length", None) or 10**9
+        self.max_length = min(getattr(config, "max_position_embeddings", 512), limit if limit < 10**6 else 10**9)
+        # A private copy of the Rust tokenizer with truncation on and padding off: pad_batch pads.
+        tok = backend(tokenizer)
+        self._tok = tok.__class__.from_str(tok.to_str())
+        self._tok.no_padding()
+        self._tok.enable_truncation(self.max_length)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, base_model: str | None = None) -> "SentimentClassifier":
+        """From an exported folder or a `.ckpt`; weights always as float32 (exports may be float16,
+        which is slow and lossy on CPU). Raises nsmc.errors.UserError with a fix on bad paths."""
+        model, tokenizer = load_classifier(path, base_model=base_model, dtype=torch.float32)
+        path = Path(path)
+        metrics_file = (path if path.is_dir() else path.parent) / "metrics.json"
+        try:
+            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            metrics = {}
+        return cls(model, tokenizer, name=path.name, metrics=metrics if isinstance(metrics, dict) else {})
+
+    def describe(self) -> str:
+        """One line for the page: which model, and how well it did on the test split."""
+        acc = self.metrics.get("test_acc")
+        if not isinstance(acc, (int, float)):
+            return f"{self.name} · test accuracy not recorded"
+        score = f"test accuracy {acc / 100 if acc > 1 else acc:.1%}"  # a fraction, or a percentage
+        return f"{self.name} · {score}"
+
+    # --- prediction -------------------------------------------------------------------------
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch([cap(t)[0] for t in texts])]
+
+    @torch.inference_mode()
+    def _forward(self, sequences: list[list[int]]) -> np.ndarray:
+        batch = pad_batch(sequences, self.pad_id)  # one sequence: its own length, so no padding
+        logits = self.model(**batch).logits.float()
+        return torch.softmax(logits, dim=-1).numpy()
+
+    def probs_of_ids(self, sequences: list[list[int]], batch_size: int = BATCH_SIZE) -> np.ndarray:
+        """Probabilities for token-id sequences. Sorted by length and cut into chunks, so each
+        chunk pads only to its own longest member (dynamic padding)."""
+        out = np.zeros((len(sequences), len(self.labels)), dtype=np.float32)
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            out[rows] = self._forward([sequences[i] for i in rows])
+        return out
+
+    def predict_proba(self, texts: list[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
+        """(n, num_labels) probabilities, columns in `label_names` order. Every text gets a row,
+        blank ones included (they score as `[CLS] [SEP]`), so evaluation can zip with labels."""
+        return self.probs_of_ids(self.encode(list(texts)), batch_size)
+
+    def predict(self, texts: list[str]) -> list[dict[str, float]]:
+        """{display label: probability} per text; {} for a blank text, which the caller should
+        answer with a message rather than a made-up score."""
+        probs = self.predict_proba(texts)
+        return [{} if is_blank(t) else dict(zip(self.labels, map(float, p))) for t, p in zip(texts, probs)]
+
+    # --- explanation ------------------------------------------------------------------------
+
+    def explain(self, text: str, max_words: int = MAX_WORDS) -> Explanation | None:
+        """Occlusion: drop one word (or span) at a time and measure how far the predicted class's
+        probability falls. The full text and all its variants go through one padded forward
+        pass, so for a typical 10-20-word review this costs a small multiple of one prediction.
+        None for a blank text."""
+        text, truncated = cap(text)
+        if is_blank(text):
+            return None
+        spans = [m.span() for m in re.finditer(r"\S+", text)]
+        if len(spans) > max_words:  # group neighbouring words so there are at most max_words units
+            edges = np.linspace(0, len(spans), max_words + 1).astype(int)
+            spans = [(spans[a][0], spans[b - 1][1]) for a, b in zip(edges[:-1], edges[1:])]
+        variants = [text] + [text[:s] + text[e:] for s, e in spans]
+        probs = self.probs_of_ids(self.encode(variants), batch_size=len(variants))
+        top = int(np.argmax(probs[0]))
+        drops = [float(probs[0, top] - p[top]) for p in probs[1:]]
+        words = [(text[s:e], d) for (s, e), d in zip(spans, drops)]
+        # Scale so the strongest word is fully coloured; sign: + pushed towards the verdict.
+        scale = max((abs(d) for d in drops), default=0.0) or 1.0
+        highlights: list[tuple[str, float | None]] = []
+        pos = 0
+        for (s, e), d in zip(spans, drops):
+            if s > pos:
+                highlights.append((text[pos:s], None))
+            highlights.append((text[s:e], round(d / scale, 4)))
+            pos = e
+        if pos < len(text):
+            highlights.append((text[pos:], None))
+        return Explanation(
+            label=self.labels[top], probs=dict(zip(self.labels, map(float, probs[0]))),
+            words=words, highlights=highlights, truncated=truncated,
+        )
