@@ -107,6 +107,19 @@ def print_report(r: dict) -> None:
     print(f"  report: {r['out_dir']}/report.json, confusion matrix: {r['out_dir']}/confusion.png")
 
 
+def refresh_model_card(model_dir: Path, metrics: dict) -> None:
+    """Rewrite MODEL/README.md with the new numbers (the card `python -m train.export` wrote)."""
+    import yaml
+
+    from train.export import model_card
+    from nsmc.inference import SentimentClassifier
+
+    settings_file = model_dir / "train_config.yaml"
+    settings = yaml.safe_load(settings_file.read_text()) if settings_file.is_file() else {}
+    n_params = sum(p.numel() for p in SentimentClassifier.load(model_dir).model.parameters())
+    (model_dir / "README.md").write_text(model_card(model_dir, settings, metrics, n_params), encoding="utf-8")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="an exported model folder or a .ckpt")
@@ -127,7 +140,8 @@ def main(argv=None) -> None:
         metrics.update({f"{args.split}_acc": round(report["accuracy"], 5), f"{args.split}_f1": round(report["f1"], 5),
                         f"{args.split}_n": report["n"]})
         path.write_text(json.dumps(metrics, indent=2) + "\n")
-        print(f"  recorded in {path}")
+        refresh_model_card(Path(args.model), metrics)
+        print(f"  recorded in {path} and the model card")
 
 
 if __name__ == "__main__":
