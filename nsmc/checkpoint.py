@@ -35,19 +35,27 @@ def read(path: str | Path) -> dict:
     fix = "Pass the .ckpt that `python -m train` wrote (e.g. RUN_DIR/checkpoints/best.ckpt), or an exported model directory."
     if not path.is_file():
         raise UserError(f"Checkpoint not found: {path}. {fix}")
+
+    def corrupt(detail: str) -> UserError:
+        return UserError(
+            f"{path} is not a readable checkpoint (corrupt or truncated: {detail}). Re-export or re-train it; "
+            f"`python -m train --resume` continues from the last good checkpoint. {fix}"
+        )
+
+    if not zipfile.is_zipfile(path):  # torch.save writes zip archives (since torch 1.6): anything else is damage
+        raise corrupt("not a zip archive")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        lines = str(e).splitlines() or ["no detail"]
+        # The line naming the refused class, not torch's advice to retry with weights_only=False.
+        detail = next((line.strip() for line in lines if "GLOBAL" in line), lines[0])[:200]
         raise UserError(
             f"Refused to load {path}: it holds Python objects that only an unsafe pickle load could build "
-            f"({str(e).splitlines()[0][:200]}). Only checkpoints with plain weights and settings are loaded. {fix}"
+            f"({detail}). Only checkpoints with plain weights and settings are loaded. {fix}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise UserError(
-            f"{path} is not a readable checkpoint (corrupt or truncated: {type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'}). Re-export or re-train it; "
-            f"`python -m train --resume` continues from the last good checkpoint. {fix}"
-        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError, KeyError) as e:
+        raise corrupt(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else 'no detail'}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"{path} is not a Lightning checkpoint (no 'state_dict' in it). {fix}")
     return ckpt

@@ -61,7 +61,10 @@ def run(cfg) -> dict:
     fit_seconds = time.time() - start
 
     # 5. Evaluate the best checkpoint: validation again (for its F1), then the test split, once.
-    best = trainer.checkpoint_callback.best_model_path or str(cfg.checkpoint_dir / "last.ckpt")
+    best = trainer.checkpoint_callback.best_model_path
+    if not best:  # stopped by max_steps/max_time before any validation: keep what was trained
+        best = str(cfg.checkpoint_dir / "last.ckpt")
+        trainer.save_checkpoint(best)
     metrics = {}
     for stage in (trainer.validate, trainer.test) if cfg.run_test else (trainer.validate,):
         for result in stage(module, datamodule=datamodule, ckpt_path=best, verbose=False):

@@ -148,7 +148,10 @@ def run(cfg) -> dict:
     seconds = time.time() - start
 
     # 5. Export the best checkpoint as a plain Hugging Face folder.
-    best = trainer.checkpoint_callback.best_model_path or str(cfg.checkpoint_dir / "last.ckpt")
+    best = trainer.checkpoint_callback.best_model_path
+    if not best:  # stopped by max_steps/max_time before any validation: keep what was trained
+        best = str(cfg.checkpoint_dir / "last.ckpt")
+        trainer.save_checkpoint(best)
     metrics = {"val_loss": float(trainer.checkpoint_callback.best_model_score or float("nan")),
                "global_step": trainer.global_step, "fit_seconds": round(seconds, 1),
                "steps_per_second": round(trainer.global_step / max(seconds, 1e-9), 3), "best_checkpoint": best}

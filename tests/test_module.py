@@ -1,0 +1,65 @@
+import lightning as L
+import torch
+
+from train.config import TrainConfig
+from train.module import SentimentClassifier, configure_schedule
+
+
+class Tiny(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 2)
+
+
+def lr_after(scheduler_name, steps=10, epochs=3, **kw):
+    cfg = TrainConfig(scheduler=scheduler_name, learning_rate=1.0, **kw)
+    module = Tiny()
+    trainer = L.Trainer(max_steps=steps, max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    module.trainer = trainer
+    trainer.strategy.connect(module)
+    conf = configure_schedule(module, module.layer, cfg)
+    return conf
+
+
+def test_scheduler_is_returned_under_the_key_lightning_reads():
+    conf = lr_after("exponential", gamma=0.5)
+    assert "lr_scheduler" in conf and "scheduler" not in conf  # the tutorial's key bug
+    sched = conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "epoch"
+    conf["optimizer"].step()
+    sched.step()
+    assert conf["optimizer"].param_groups[0]["lr"] == 0.5  # it really steps
+
+
+def test_linear_schedule_warms_up_and_decays_to_zero():
+    conf = lr_after("linear", steps=100, warmup_ratio=0.1)
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < lrs[9] and max(lrs) == lrs[9] and lrs[-1] < 0.02
+
+
+def test_no_weight_decay_on_bias_and_layernorm(tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    conf = lr_after("constant")
+    from train.module import param_groups
+
+    decay, no_decay = param_groups(model, 0.01)
+    assert all(p.ndim >= 2 for p in decay["params"]) and no_decay["weight_decay"] == 0.0
+    assert conf.keys() == {"optimizer"}
+
+
+def test_module_logs_and_trains_in_train_mode(tiny_model_dir, tiny_tokenizer):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)  # eval mode after loading
+    module = SentimentClassifier(model, tiny_tokenizer, TrainConfig())
+    assert module.model.training  # dropout on for fine-tuning
+    ckpt = {}
+    module.on_save_checkpoint(ckpt)
+    assert "tokenizer.json" in ckpt["nsmc"]["tokenizer_files"] and ckpt["nsmc"]["hf_config"]["num_labels"] == 2

@@ -1,0 +1,147 @@
+"""End to end on CPU: the real commands (`python -m train`, `.export`, `.evaluate`, `.pretrain`) on
+tiny models built here, as a user would run them. Also the kcbert-base architecture, a few steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, make_tiny_model
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def cli(*args, check=True, timeout=300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", *map(str, args)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def assert_clean_error(proc, *needles):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, fixtures_dir):
+    """The fixture corpus plus one malformed row, which must be counted and skipped."""
+    d = tmp_path_factory.mktemp("corpus")
+    shutil.copy(fixtures_dir / "ratings_test.txt", d)
+    text = (fixtures_dir / "ratings_train.txt").read_text(encoding="utf-8")
+    (d / "ratings_train.txt").write_text(text + "999\tbroken row without a label\n", encoding="utf-8")
+    return d
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_tokenizer, corpus):
+    base = make_tiny_model(tmp_path_factory.mktemp("base"), tiny_tokenizer)
+    out = tmp_path_factory.mktemp("run")
+    args = ["train", "configs/smoke.yaml", "--pretrained_model_name", base, "--corpus_dir", corpus,
+            "--downstream_model_dir", out, "--cache_dir", out / "cache"]
+    proc = cli(*args)
+    return {"out": out, "args": args, "proc": proc, "base": base}
+
+
+def test_training_writes_checkpoints_logs_and_export(run):
+    out = run["out"]
+    assert "skipped 1 malformed rows" in run["proc"].stdout + run["proc"].stderr
+    assert (out / "checkpoints" / "best.ckpt").is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "logs" / "version_0" / "metrics.csv").is_file()
+    export = out / "export"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "train_config.yaml", "metrics.json", "README.md"):
+        assert (export / name).is_file(), name
+    config = json.loads((export / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    metrics = json.loads((export / "metrics.json").read_text())
+    assert {"val_acc", "val_f1", "test_acc", "test_f1"} <= metrics.keys()
+    assert 0.0 <= metrics["test_acc"] <= 1.0
+
+
+def test_export_loads_with_transformers_pipeline(run):
+    from transformers import pipeline
+
+    clf = pipeline("text-classification", model=str(run["out"] / "export"))
+    result = clf(["정말 재밌어요", "시간 아까움"])
+    assert {r["label"] for r in result} <= {"negative", "positive"}
+
+
+def test_resume_continues_to_the_same_end(run):
+    import torch
+
+    last = run["out"] / "checkpoints" / "last.ckpt"
+    before = torch.load(last, weights_only=True, map_location="cpu")
+    cli(*run["args"], "--resume", "true", "--epochs", "3")
+    after = torch.load(last, weights_only=True, map_location="cpu")
+    assert after["epoch"] == before["epoch"] + 1
+    steps_per_epoch = before["global_step"] // (before["epoch"] + 1)
+    assert after["global_step"] == before["global_step"] + steps_per_epoch  # one more epoch, not a restart
+
+
+def test_export_command_and_evaluate_command(run, corpus, tmp_path):
+    cli("train.export", run["out"] / "checkpoints" / "best.ckpt", tmp_path / "half", "--dtype", "float16")
+    assert json.loads((tmp_path / "half" / "config.json").read_text())["id2label"]["1"] == "positive"
+    proc = cli("train.evaluate", tmp_path / "half", "--corpus-dir", corpus, "--split", "test", "--out", tmp_path / "eval")
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["n"] == 120 and 0 <= report["accuracy"] <= 1 and sum(map(sum, report["confusion"])) == 120
+    assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
+    assert "accuracy" in proc.stdout and report["by_length"]
+    # A checkpoint evaluates too (config and tokenizer travel inside it).
+    cli("train.evaluate", run["out"] / "checkpoints" / "best.ckpt", "--corpus-dir", corpus, "--out", tmp_path / "eval2")
+
+
+def test_corrupt_and_missing_checkpoints_give_clear_errors(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"this is not a checkpoint")
+    assert_clean_error(cli("train.export", bad, tmp_path / "x", check=False), "not a readable checkpoint")
+    assert_clean_error(cli("train.export", tmp_path / "nope.ckpt", tmp_path / "x", check=False), "Checkpoint not found")
+
+
+def test_user_errors_are_one_clear_message(run, tmp_path):
+    args = ["train", "configs/smoke.yaml", "--downstream_model_dir", tmp_path / "o"]
+    proc = cli(*args, "--pretrained_model_name", run["base"], "--corpus_dir", tmp_path / "nothing", check=False)
+    assert_clean_error(proc, "No NSMC train file")
+    proc = cli(*args, "--pretrained_model_name", "beomi/kcbert-base", "--corpus_dir", tmp_path, check=False)
+    assert_clean_error(proc, "Could not load", "local")
+    proc = cli(*args, "--pretrained_model_name", run["base"], "--devices", "lots", check=False)
+    assert_clean_error(proc, "--devices")
+    proc = cli(*args, "--pretrained_model_name", run["base"], "--resume", "true", check=False)
+    assert_clean_error(proc, "no ", "last.ckpt")
+
+
+def test_pretrain_then_finetune(tmp_path, corpus, fixtures_dir):
+    pre = tmp_path / "pre"
+    cli("train.pretrain", "configs/pretrain-smoke.yaml", "--output_dir", pre, "--cache_dir", tmp_path / "cache",
+        "--texts", fixtures_dir / "reviews_unlabeled.txt", "--epochs", "1")
+    assert (pre / "export" / "config.json").is_file() and (pre / "tokenizer" / "tokenizer.json").is_file()
+    metrics = json.loads((pre / "export" / "metrics.json").read_text())
+    assert metrics["val_loss"] < 7.6  # below a uniform guess over the 1,500-token vocabulary (ln 1500 = 7.3 + margin)
+    cli("train", "configs/smoke.yaml", "--pretrained_model_name", pre / "export", "--corpus_dir", corpus,
+        "--downstream_model_dir", tmp_path / "ft", "--cache_dir", tmp_path / "cache", "--epochs", "1")
+    assert (tmp_path / "ft" / "export" / "model.safetensors").is_file()
+
+
+def test_kcbert_base_architecture_trains_a_few_steps(tmp_path, tiny_tokenizer, corpus):
+    """The full-size path: kcbert-base's BertConfig (random weights: the real ones are unreachable here)."""
+    from transformers import BertConfig
+
+    base = tmp_path / "kcbert-arch"
+    BertConfig(vocab_size=30000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+               max_position_embeddings=300, pad_token_id=tiny_tokenizer.pad_token_id).save_pretrained(base)
+    tiny_tokenizer.save_pretrained(base)
+    out = tmp_path / "run"
+    cli("train", "configs/smoke.yaml", "--pretrained_model_name", base, "--from_scratch", "true", "--corpus_dir", corpus,
+        "--downstream_model_dir", out, "--cache_dir", tmp_path / "cache", "--max_steps", "2", "--batch_size", "8",
+        "--max_seq_length", "128", "--run_test", "false", "--export_dtype", "float16", timeout=600)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["global_step"] == 2 and 0 <= metrics["val_acc"] <= 1
+    assert json.loads((out / "export" / "config.json").read_text())["num_hidden_layers"] == 12
+    print(f"kcbert-base architecture on CPU: {metrics['fit_seconds'] / 2:.1f} s per step of 8 reviews (incl. start-up)")
