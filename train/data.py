@@ -29,9 +29,9 @@ class EpochSampler(Sampler[int]):
     """A seeded shuffle per epoch (the same order for a seed and epoch in any process), resumable
     mid-epoch: `load_state_dict` makes the next pass start at the first batch not yet trained on.
 
-    Lightning checkpoints the state of a training DataLoader that has `state_dict`/`load_state_dict`
-    (see ResumableDataLoader) and hands it back on resume; without it, a run resumed mid-epoch
-    replays the start of the epoch, so it trains on different batches than an uninterrupted one.
+    The position is counted by ResumableDataLoader and saved in every checkpoint by
+    NSMCDataModule.state_dict. Without it, a run resumed mid-epoch replays the start of the epoch,
+    so it trains on different batches than an uninterrupted run would.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int = 0):
