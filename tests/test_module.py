@@ -62,4 +62,4 @@ def test_module_logs_and_trains_in_train_mode(tiny_model_dir, tiny_tokenizer):
     assert module.model.training  # dropout on for fine-tuning
     ckpt = {}
     module.on_save_checkpoint(ckpt)
-    assert "tokenizer.json" in ckpt["nsmc"]["tokenizer_files"] and ckpt["nsmc"]["hf_config"]["num_labels"] == 2
+    assert "tokenizer.json" in ckpt["nsmc"]["tokenizer_files"] and len(ckpt["nsmc"]["hf_config"]["id2label"]) == 2
