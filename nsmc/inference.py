@@ -11,9 +11,12 @@ serving stays light.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +31,23 @@ MAX_CHARS = 2000  # NSMC reviews are < 140 chars; the cap bounds tokenizer CPU t
 MAX_WORDS = 32  # occlusion units: NSMC reviews have ~5-20 words; longer texts are grouped into 32 spans, bounding the cost
 BATCH_SIZE = 32  # sequences per forward pass when many texts come at once
 DISPLAY = {"negative": "부정 (negative)", "positive": "긍정 (positive)"}
+TRIM_SECONDS = 1.0  # at most one hand-back of freed memory to the OS a second (see _malloc_trim): ~1 ms each
+
+
+def _malloc_trim():
+    """glibc keeps the memory that dynamic padding's ever-changing tensor sizes free, in many arenas
+    (one per serving thread): a server's RSS grew from 612 MiB to 2.3 GiB over 10,000 requests, with no
+    live objects leaking. `malloc_trim(0)` returns it; elsewhere (macOS, musl) this is a no-op."""
+    if not sys.platform.startswith("linux"):
+        return lambda: None
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0)
+
+
+_trim = _malloc_trim()
 
 
 def set_threads(n: int | None = None) -> int:
@@ -100,6 +120,7 @@ class SentimentClassifier:
         self._tok.no_padding()
         self._tok.enable_truncation(self.max_length)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._trimmed = time.monotonic()
 
     @classmethod
     def load(cls, path: str | os.PathLike, base_model: str | None = None) -> "SentimentClassifier":
@@ -129,6 +150,9 @@ class SentimentClassifier:
 
     @torch.inference_mode()
     def _forward(self, sequences: list[list[int]]) -> np.ndarray:
+        if time.monotonic() - self._trimmed > TRIM_SECONDS:
+            _trim()
+            self._trimmed = time.monotonic()
         batch = pad_batch(sequences, self.pad_id)  # one sequence: its own length, so no padding
         logits = self.model(**batch).logits.float()
         return torch.softmax(logits, dim=-1).numpy()
