@@ -29,6 +29,7 @@ import pandas as pd  # noqa: E402
 
 from nsmc.errors import UserError  # noqa: E402
 from nsmc.inference import MAX_CHARS, SentimentClassifier, as_text, cap, is_blank, set_threads  # noqa: E402
+from nsmc.runtime import DEFAULT_RUNTIME, HELP, RUNTIMES  # noqa: E402
 from nsmc.uploads import MAX_BYTES, MAX_ROWS, read_reviews, write_csv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -48,6 +49,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model", default=os.environ.get("MODEL_DIR"),
                         help=f"exported model folder or Lightning .ckpt (default: $MODEL_DIR, else {DEFAULT_MODEL.relative_to(ROOT)})")
     parser.add_argument("--base-model", help="base model name or folder, for a .ckpt that carries no config/tokenizer")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=os.environ.get("NSMC_RUNTIME", DEFAULT_RUNTIME),
+                        help=f"{HELP} (default: $NSMC_RUNTIME, else {DEFAULT_RUNTIME})")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the local network)")
     parser.add_argument("--port", type=int, help="port (default 7860, or the next free one)")
     parser.add_argument("--share", action="store_true", help="also create a public *.gradio.live link (needs internet)")
@@ -66,7 +69,7 @@ def load(args: argparse.Namespace) -> SentimentClassifier:
             f"                          or set MODEL_DIR=PATH"
         )
     try:
-        return SentimentClassifier.load(args.model or DEFAULT_MODEL, base_model=args.base_model)
+        return SentimentClassifier.load(args.model or DEFAULT_MODEL, base_model=args.base_model, runtime=args.runtime)
     except UserError as e:
         sys.exit(f"app.py: {e}")
 

@@ -26,6 +26,7 @@ import torch
 from nsmc.corpus import LABELS
 from nsmc.encoding import backend, pad_batch
 from nsmc.loading import load_classifier
+from nsmc.runtime import DEFAULT_RUNTIME, TorchRuntime, build_runtime
 
 MAX_CHARS = 2000  # NSMC reviews are < 140 chars; the cap bounds tokenizer CPU time on pasted novels
 MAX_WORDS = 32  # occlusion units: NSMC reviews have ~5-20 words; longer texts are grouped into 32 spans, bounding the cost
@@ -100,8 +101,9 @@ class Explanation:
 class SentimentClassifier:
     """A sequence classifier plus its tokenizer, loaded once, predicting without gradients."""
 
-    def __init__(self, model, tokenizer, name: str = "model", metrics: dict | None = None):
+    def __init__(self, model, tokenizer, name: str = "model", metrics: dict | None = None, runtime=None):
         self.model = model.eval()
+        self.runtime = runtime or TorchRuntime(self.model)  # nsmc.runtime: torch, int8, onnx, onnx-int8
         self.name = name
         self.metrics = metrics or {}
         config = model.config
@@ -123,25 +125,36 @@ class SentimentClassifier:
         self._trimmed = time.monotonic()
 
     @classmethod
-    def load(cls, path: str | os.PathLike, base_model: str | None = None) -> "SentimentClassifier":
+    def load(cls, path: str | os.PathLike, base_model: str | None = None, runtime: str = DEFAULT_RUNTIME,
+             log=print) -> "SentimentClassifier":
         """From an exported folder or a `.ckpt`; weights always as float32 (exports may be float16,
-        which is slow and lossy on CPU). Raises nsmc.errors.UserError with a fix on bad paths."""
+        which is slow and lossy on CPU). Raises nsmc.errors.UserError with a fix on bad paths.
+        `runtime`: the backend (nsmc.runtime); if an ONNX one cannot be built here (onnxruntime
+        missing, export failing), the torch backend serves instead and `log` says why."""
         model, tokenizer = load_classifier(path, base_model=base_model, dtype=torch.float32)
+        try:
+            backend_ = build_runtime(model, runtime, model_path=path, log=log)
+        except (ImportError, RuntimeError, OSError, ValueError) as e:
+            if runtime not in ("torch", "int8") and not isinstance(e, ValueError):
+                log(f"The {runtime} runtime is unavailable ({type(e).__name__}: {str(e)[:200]}); serving with torch.")
+                backend_ = TorchRuntime(model)
+            else:
+                raise
         path = Path(path)
         metrics_file = (path if path.is_dir() else path.parent) / "metrics.json"
         try:
             metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             metrics = {}
-        return cls(model, tokenizer, name=path.name, metrics=metrics if isinstance(metrics, dict) else {})
+        return cls(model, tokenizer, name=path.name, metrics=metrics if isinstance(metrics, dict) else {}, runtime=backend_)
 
     def describe(self) -> str:
         """One line for the page: which model, and how well it did on the test split."""
         acc = self.metrics.get("test_acc")
         if not isinstance(acc, (int, float)):
-            return f"{self.name} · test accuracy not recorded"
+            return f"{self.name} · test accuracy not recorded · {self.runtime.name}"
         score = f"test accuracy {acc / 100 if acc > 1 else acc:.1%}"  # a fraction, or a percentage
-        return f"{self.name} · {score}"
+        return f"{self.name} · {score} · {self.runtime.name}"
 
     # --- prediction -------------------------------------------------------------------------
 
@@ -154,8 +167,7 @@ class SentimentClassifier:
             _trim()
             self._trimmed = time.monotonic()
         batch = pad_batch(sequences, self.pad_id)  # one sequence: its own length, so no padding
-        logits = self.model(**batch).logits.float()
-        return torch.softmax(logits, dim=-1).numpy()
+        return self.runtime.probs(batch["input_ids"], batch["attention_mask"])
 
     def probs_of_ids(self, sequences: list[list[int]], batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Probabilities for token-id sequences. Sorted by length and cut into chunks, so each
