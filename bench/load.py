@@ -39,8 +39,8 @@ import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "RESULTS.md"
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+from speed import RESULTS, write_section  # noqa: E402  (one way to rewrite a section of RESULTS.md)
 QUEUE_BATCH = 16  # app.py's MAX_BATCH: single reviews arriving together share one forward pass
 BAD_INPUTS = ["", "   \n\t", "정말 " * 50_000, "\udc00 깨진 \ud800", "<script>alert(1)</script> 최고", 12345, None]
 
@@ -218,14 +218,6 @@ def start_server(model: str, port: int, log: Path) -> subprocess.Popen:
     raise SystemExit("app.py did not start within 120 s")
 
 
-def write_section(text: str) -> None:
-    """Replace the `## Load` section of RESULTS.md (up to the next `## ` heading), or append it."""
-    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(r"^## Load\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    RESULTS.write_text(new, encoding="utf-8")
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "models" / "nsmc-small"))
@@ -292,7 +284,7 @@ def main(argv=None) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(text, heading="## Load")
         print(f"written to {RESULTS}")
 
 
