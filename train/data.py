@@ -211,6 +211,3 @@ class NSMCDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader(self.test)
-
-    def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.train) / self.cfg.batch_size)

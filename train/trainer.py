@@ -155,7 +155,3 @@ def resume_path(cfg) -> str | None:
     except UserError as e:
         raise UserError(f"--resume: {e} Delete it to start over, or copy checkpoints/best.ckpt over it to resume from there.") from None
     return str(last)
-
-
-def is_global_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) == 0
