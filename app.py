@@ -23,6 +23,11 @@ from pathlib import Path
 
 # Gradio phones home at launch unless told not to; a demo should not (set it to True to opt in).
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# After every request Gradio's queue rebuilds a pandas table of the last 10,000 events for its
+# monitoring dashboard (off here): 13% of the server's CPU under load, and memory that grows for
+# 10,000 requests. Keep 1,000 events and summarise them once per 1,000.
+os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -35,6 +40,7 @@ from nsmc.uploads import MAX_BYTES, MAX_ROWS, read_reviews, write_csv  # noqa: E
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "models" / "nsmc-small"
 MAX_BATCH = 16  # single-review requests the queue merges into one forward pass
+SESSIONS_KEPT = 500  # Gradio keeps 10,000 by default: ~350 MB of per-session page copies (35 KB each)
 EMPTY = "리뷰를 입력해 주세요 (please type a review)"
 EXAMPLES = [  # from the NSMC README and its test split
     "액션이 없는데도 재미 있는 몇안되는 영화",
@@ -155,10 +161,11 @@ with gr.Blocks(title="NSMC 영화 리뷰 감정 분석", delete_cache=(3600, 360
                     show_legend=False, show_inline_category=False, elem_id="why",
                 )
                 note = gr.Markdown(elem_id="note")
-        # One forward pass at a time, many reviews per pass: uses both cores without oversubscribing them.
+        # Single reviews that arrive together share one forward pass (the classifier runs one pass
+        # at a time, whichever event asks, so the handlers below never oversubscribe the cores).
         gr.on([button.click, text.submit], predict, text, label, api_name="predict", batch=True,
-              max_batch_size=MAX_BATCH, concurrency_limit=1, concurrency_id="model").then(
-            explain, text, [why, note], api_name="explain", concurrency_limit=1, concurrency_id="model")
+              max_batch_size=MAX_BATCH, concurrency_limit=1).then(
+            explain, text, [why, note], api_name="explain", concurrency_limit=1)
     with gr.Tab("여러 리뷰 · Batch"):
         gr.Markdown(
             f"`.txt` (한 줄에 리뷰 하나, one review a line) 또는 `document` 열이 있는 `.csv`/`.tsv`. "
@@ -170,7 +177,9 @@ with gr.Blocks(title="NSMC 영화 리뷰 감정 분석", delete_cache=(3600, 360
         download = gr.File(label="CSV 내려받기 (download)", interactive=False)
         run.click(predict_file, upload, [table, download], api_name="predict_file", concurrency_limit=1, concurrency_id="batch")
     gr.api(predict_batch, api_name="predict_batch", concurrency_limit=1, concurrency_id="batch")
-demo.queue(max_size=256)
+# api_open=False: Gradio otherwise also serves every endpoint at /gradio_api/run/<name>, which skips
+# the queue and so its size cap and batching (it is already off on Spaces, not on share links).
+demo.queue(max_size=256, api_open=False)
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -188,6 +197,9 @@ def main() -> None:
         print("Note: a share link is public; anyone who has it can use this app. Add --auth USER:PASSWORD to require a login.")
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
                 max_file_size=5 * MAX_BYTES,  # hard stop for uploads; read_reviews gives the friendly 2 MB message
+                # Each browser tab and each API call without a session_hash is a new session; Gradio keeps
+                # a copy of the page config for each. Nothing here is stateful, so keep few.
+                state_session_capacity=SESSIONS_KEPT,
                 prevent_thread_lock=True)
     if args.share and not demo.share_url:
         # Gradio's own message offline blames a missing frpc file; say what actually happened.

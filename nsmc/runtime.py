@@ -13,8 +13,8 @@ arrays or nested lists) and returns numpy logits, so a caller swaps backends wit
 - `int8`: torch dynamic quantization of every `nn.Linear` (int8 weights, activations quantized on
   the fly). Works on a copy: the model passed in is left untouched.
 - `onnx`: `torch.onnx.export` (the torch.export-based exporter, the TorchScript one as a fallback)
-  with dynamic batch and sequence axes, run by an ONNX Runtime `InferenceSession` with one
-  intra-op thread per usable core.
+  with dynamic batch and sequence axes, run by an ONNX Runtime `InferenceSession`: one thread a
+  forward pass, as many passes at once as there are usable cores (`Runtime.streams`).
 - `onnx-int8`: the same graph after `onnxruntime.quantization.quantize_dynamic` (int8 weights of
   the MatMuls with constant weights and of the embedding gathers).
 
@@ -73,6 +73,7 @@ class Runtime:
     """The interface every backend has."""
 
     name = "?"
+    streams = 1  # forward passes that may run at the same time (torch threads each pass itself)
 
     def logits(self, input_ids, attention_mask) -> np.ndarray:  # (batch, num_labels) float32
         raise NotImplementedError
@@ -97,11 +98,16 @@ class TorchRuntime(Runtime):
 
 
 class OrtRuntime(Runtime):
-    def __init__(self, onnx_path: str | Path, name: str = "onnx", threads: int | None = None, spin: bool = False):
+    def __init__(self, onnx_path: str | Path, name: str = "onnx", threads: int = 1, streams: int | None = None,
+                 spin: bool = False):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or usable_cores()
+        # One thread a pass and one pass a core, side by side (`InferenceSession.run` is thread-safe):
+        # a review is too little work to split over threads. Shipped model, one review at a time:
+        # 758 reviews/s with 1 thread, 588 with 2; two 1-thread passes at once: 1,358.
+        options.intra_op_num_threads = threads
+        self.streams = streams or usable_cores()
         # No busy-waiting between runs: on a 2-vCPU box (a free Space) spinning pool threads steal the CPU
         # that the tokenizer, Gradio and any other session need; measured no slower here.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
@@ -279,12 +285,12 @@ def _export_with_fallback(model, path: Path, exporter: str, log=None) -> Path:
 
 
 def build_runtime(model: torch.nn.Module, runtime: str = DEFAULT_RUNTIME, *, model_path: str | os.PathLike | None = None,
-                  cache_dir: str | os.PathLike | None = None, threads: int | None = None, exporter: str = "dynamo",
+                  cache_dir: str | os.PathLike | None = None, threads: int = 1, exporter: str = "dynamo",
                   inplace: bool = False, log=None) -> Runtime:
     """A backend for `model` (a loaded, eval-mode HF sequence classifier). `model_path`: the folder
     or .ckpt it was loaded from (keys the ONNX cache; None exports to a temporary folder each time).
-    `threads`: ONNX Runtime intra-op threads (default: the usable cores; torch backends use
-    torch's own setting, see nsmc.inference.set_threads). `inplace`: let `int8` quantize `model`
+    `threads`: ONNX Runtime intra-op threads per forward pass (default 1, with one pass per usable
+    core running side by side; torch backends use torch's own setting, see nsmc.inference.set_threads). `inplace`: let `int8` quantize `model`
     itself instead of a copy (only when nothing else uses the fp32 model afterwards)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"Unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")

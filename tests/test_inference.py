@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
 
 from conftest import make_tiny_model
-from nsmc.inference import MAX_CHARS, SentimentClassifier, cap
+from nsmc.inference import MAX_CHARS, SentimentClassifier, cap, passes
+from nsmc.loading import load_classifier
+from nsmc.runtime import Runtime
 
 POS, NEG = "긍정 (positive)", "부정 (negative)"
 
@@ -129,3 +135,59 @@ def test_attribution_ranks_the_deciding_word_first(tmp_path, tiny_tokenizer):
     (best, score), (_, runner_up) = e.ranked()[:2]
     assert best == trigger and score > 0.3 and abs(runner_up) < 0.05
     assert dict(e.highlights)[trigger] == pytest.approx(1.0)
+
+
+# --- forward passes: grouping and concurrency -------------------------------------------------
+
+
+@pytest.mark.parametrize("lengths", [[10] * 15 + [128], [5, 40, 12, 7, 30, 128, 3], list(range(1, 100)), [7], []])
+def test_passes_cover_every_sequence_once_and_keep_padding_low(lengths):
+    groups = passes(lengths, batch_size=16)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        longest = max(lengths[i] for i in g)
+        assert len(g) <= 16
+        assert len(g) == 1 or len(g) * longest <= 2 * sum(lengths[i] for i in g)
+
+
+def test_a_long_review_gets_its_own_pass():
+    """One 128-token review among fifteen 10-token ones would make every row pad to 128."""
+    assert passes([10] * 15 + [128], batch_size=16) == [list(range(15)), [15]]
+
+
+class CountingRuntime(Runtime):
+    """Records how many forward passes run at once."""
+
+    def __init__(self, streams: int):
+        self.streams, self.running, self.most = streams, 0, 0
+        self.lock = threading.Lock()
+
+    def logits(self, input_ids, attention_mask):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.02)
+        with self.lock:
+            self.running -= 1
+        return np.asarray(input_ids, dtype=np.float32)[:, :2]
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_forward_passes_at_once_never_exceed_the_runtimes_streams(tiny_model_dir, streams):
+    rt = CountingRuntime(streams)
+    c = SentimentClassifier(*load_classifier(tiny_model_dir), runtime=rt)
+    texts = [f"리뷰 {'아주 ' * (i % 7)}{i}" for i in range(40)]
+    with ThreadPoolExecutor(4) as pool:  # four callers, each with several passes
+        results = list(pool.map(lambda k: c.predict_proba(texts, batch_size=4), range(4)))
+    assert rt.most == streams  # used every stream, and never more
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+
+
+def test_concurrent_callers_get_their_own_answers(clf):
+    texts = ["정말 재밌었다", "시간 아깝다", "", "배우 연기가 좋았다 " * 20, "ㅋㅋ"] * 8
+    expected = clf.predict_proba(texts)
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(lambda k: clf.predict_proba(texts[k:] + texts[:k]), range(6)))
+    for k, g in enumerate(got):
+        np.testing.assert_allclose(g, np.roll(expected, -k, axis=0), atol=1e-6)

@@ -14,7 +14,7 @@ import torch
 
 from nsmc.encoding import pad_batch
 from nsmc.loading import load_classifier
-from nsmc.runtime import RUNTIMES, build_runtime, cache_folder
+from nsmc.runtime import RUNTIMES, build_runtime, cache_folder, usable_cores
 
 TEXTS = ["정말 재밌었다", "시간이 아깝다. 최악", "ㅋㅋㅋㅋ", "", "배우 연기는 좋은데 스토리가 너무 뻔하고 지루했다 " * 6, "굿"]
 TOL = {"torch": 1e-6, "onnx": 1e-5, "int8": 0.02, "onnx-int8": 0.02}
@@ -106,3 +106,12 @@ def test_unwritable_cache_falls_back_to_a_temporary_export(loaded, batches, tiny
     rt = build_runtime(model, "onnx", model_path=tiny_model_dir, cache_dir=blocker, exporter="torchscript", log=notes.append)
     np.testing.assert_allclose(rt.probs(**batches[0]), build_runtime(model, "torch").probs(**batches[0]), atol=1e-5)
     assert any("temporary folder" in n for n in notes)
+
+
+def test_onnx_runs_one_thread_a_pass_and_one_pass_a_core(loaded, tiny_model_dir, cache_dir):
+    """nsmc.inference runs up to `streams` passes side by side; torch threads each pass itself."""
+    model, _ = loaded
+    rt = build_runtime(model, "onnx-int8", model_path=tiny_model_dir, cache_dir=cache_dir)
+    assert rt.session.get_session_options().intra_op_num_threads == 1
+    assert rt.streams == usable_cores()
+    assert build_runtime(model, "torch").streams == 1

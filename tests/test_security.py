@@ -112,3 +112,12 @@ def test_markup_comes_back_as_text(server):
     assert event == "complete"
     rows = json.loads(data)[0]
     assert rows[0]["document"] == review  # unchanged: escaping is the renderer's job, and it renders text
+
+
+def test_no_route_skips_the_queue(server):
+    """Gradio also serves each endpoint at /gradio_api/run/<name> unless api_open=False; that route
+    skips the queue, its size cap and its batching."""
+    for api in ("predict", "predict_batch", "explain"):
+        status, body = post(f"{server}gradio_api/run/{api}", json.dumps({"data": ["재밌다"]}).encode())
+        assert status == 404, (api, status, body[:200])
+    assert call(server, "predict", "재밌다")[0] == "complete"  # the queued route still answers
