@@ -3,6 +3,9 @@
 Usage:
     python bench/load.py --model models/nsmc-small                 # 16 clients, 60 s, then on to 10,000 requests
     python bench/load.py --model DIR --clients 16 --seconds 60 --requests 10000 --no-write
+    python bench/load.py --model .cache/bench/kcbert-base-random --requests 0 --warmup 100
+        # the kcbert-base architecture with random weights (bench/speed.py builds it): the same compute
+        # per review as kcbert-base, so it shows the serving layer's share with a model that size
 
 Starts `python app.py --model DIR` on 127.0.0.1 (offline) and warms it up with --warmup requests
 from all clients at once. Then N client threads, each one keep-alive connection and one Gradio

@@ -104,8 +104,9 @@ class OrtRuntime(Runtime):
 
         options = ort.SessionOptions()
         # One thread a pass and one pass a core, side by side (`InferenceSession.run` is thread-safe):
-        # a review is too little work to split over threads. Shipped model, one review at a time:
-        # 758 reviews/s with 1 thread, 588 with 2; two 1-thread passes at once: 1,358.
+        # a review is too little work to split over threads, whose hand-offs then cost more than they
+        # save. kcbert-base, batches of 32 on 2 cores (bench/speed.py): 51.7 reviews/s with one
+        # 2-thread pass at a time, 86.9 with two 1-thread passes side by side.
         options.intra_op_num_threads = threads
         self.streams = streams or usable_cores()
         # No busy-waiting between runs: on a 2-vCPU box (a free Space) spinning pool threads steal the CPU
