@@ -28,7 +28,7 @@ import torch
 from nsmc.corpus import LABELS
 from nsmc.encoding import backend, pad_batch
 from nsmc.loading import load_classifier
-from nsmc.runtime import DEFAULT_RUNTIME, TorchRuntime, build_runtime
+from nsmc.runtime import DEFAULT_RUNTIME, TorchRuntime, build_runtime, usable_cores
 
 MAX_CHARS = 2000  # NSMC reviews are < 140 chars; the cap bounds tokenizer CPU time on pasted novels
 MAX_WORDS = 32  # occlusion units: NSMC reviews have ~5-20 words; longer texts are grouped into 32 spans, bounding the cost
@@ -55,10 +55,10 @@ _trim = _malloc_trim()
 
 
 def set_threads(n: int | None = None) -> int:
-    """One intra-op thread per usable core, one inter-op thread: with Gradio serving one forward
-    pass at a time, this keeps all cores busy without oversubscribing them."""
+    """Torch: one intra-op thread per usable core, one inter-op thread. The torch runtime runs one
+    forward pass at a time, so this keeps all cores busy without oversubscribing them."""
     if not n:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        n = usable_cores()
     torch.set_num_threads(n)
     try:
         torch.set_num_interop_threads(1)

@@ -28,7 +28,7 @@ def _decode(data: bytes, name: str) -> str:
     raise UserError(f"{name}: not UTF-8 (or Korean cp949) text. Save it as UTF-8 and upload it again.")
 
 
-def _column(text: str, delimiter: str, name: str) -> list[str]:
+def _column(text: str, delimiter: str, name: str, max_rows: int) -> list[str]:
     csv.field_size_limit(MAX_BYTES)
     rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
@@ -44,7 +44,7 @@ def _column(text: str, delimiter: str, name: str) -> list[str]:
     docs = []
     try:
         for row in rows:
-            if len(docs) > MAX_ROWS:  # stop early; the caller reports the limit
+            if len(docs) > max_rows:  # stop early; the caller reports the limit
                 break
             docs.append(row[index] if index < len(row) else "")
     except csv.Error as e:
@@ -70,7 +70,7 @@ def read_reviews(path: str | Path, max_bytes: int = MAX_BYTES, max_rows: int = M
         while reviews and not reviews[-1]:  # a trailing newline is not a review
             reviews.pop()
     else:
-        reviews = _column(text, "\t" if path.suffix.lower() == ".tsv" else ",", name)
+        reviews = _column(text, "\t" if path.suffix.lower() == ".tsv" else ",", name, max_rows)
     if not any(r.strip() for r in reviews):
         raise UserError(f"{name} holds no reviews.")
     if len(reviews) > max_rows:

@@ -45,7 +45,7 @@ def make_tiny_model(out_dir: Path, tokenizer, seed: int = 0, **overrides) -> Pat
 
 
 @pytest.fixture(scope="session")
-def tiny_tokenizer(tmp_path_factory):
+def tiny_tokenizer():
     from train.vocab import read_texts, train_wordpiece
 
     texts = read_texts([FIXTURES / "ratings_train.txt", FIXTURES / "reviews_unlabeled.txt"])

@@ -69,12 +69,14 @@ def test_emoji_and_markup_come_back_as_text(client):
     assert highlights[0]["token"] == "<script>alert(1)</script>" and note == ""
 
 
-@pytest.mark.parametrize("value", [12345, None, {"not": "text"}, ["a", "b"]])
+@pytest.mark.parametrize("value", [12345, {"not": "text"}, ["a", "b"]])
 def test_non_string_through_the_api(client, value):
-    result = client.predict(value, api_name="/predict")  # the Textbox turns it into text (None: blank)
-    assert "label" in result
-    if result["confidences"] is not None:
-        assert_probabilities(result)
+    assert_probabilities(client.predict(value, api_name="/predict"))  # scored as its text
+
+
+def test_null_through_the_api_is_blank(client):
+    result = client.predict(None, api_name="/predict")
+    assert result["confidences"] is None and "review" in result["label"]
 
 
 def test_batch_takes_a_list_or_lines(client):

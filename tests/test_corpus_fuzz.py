@@ -100,7 +100,7 @@ def test_real_nsmc_triple_quotes(tmp_path):
     path.write_text('id\tdocument\tlabel\n1\t"""진짜"" 최고"\t1\n', encoding="utf-8")
     ratings = read_ratings(path)
     assert (len(ratings), ratings.n_skipped) == (1, 0)
-    assert '진짜' in ratings.documents[0] and ratings.labels == [1]
+    assert ratings.documents == ['"진짜" 최고'] and ratings.labels == [1]
 
 
 def test_bom_before_header_is_not_a_malformed_row(tmp_path):

@@ -30,7 +30,8 @@ def test_sampler_reshuffles_each_epoch_reproducibly():
 def test_split_is_seeded_and_disjoint():
     a_train, a_val = split_train_val(100, 10, seed=7)
     b_train, b_val = split_train_val(100, 10, seed=7)
-    assert np.array_equal(a_val, b_val) and len(a_val) == 10 and not set(a_train) & set(a_val)
+    assert np.array_equal(a_val, b_val) and np.array_equal(a_train, b_train)
+    assert len(a_val) == 10 and not set(a_train) & set(a_val) and len(a_train) + len(a_val) == 100
     assert not np.array_equal(split_train_val(100, 10, seed=8)[1], a_val)
 
 

@@ -17,8 +17,7 @@ def lr_after(scheduler_name, steps=10, epochs=3, **kw):
     trainer = L.Trainer(max_steps=steps, max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     module.trainer = trainer
     trainer.strategy.connect(module)
-    conf = configure_schedule(module, module.layer, cfg)
-    return conf
+    return configure_schedule(module, module.layer, cfg)
 
 
 def test_scheduler_is_returned_under_the_key_lightning_reads():
@@ -45,13 +44,17 @@ def test_linear_schedule_warms_up_and_decays_to_zero():
 def test_no_weight_decay_on_bias_and_layernorm(tiny_model_dir):
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
-    conf = lr_after("constant")
     from train.module import param_groups
 
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
     decay, no_decay = param_groups(model, 0.01)
-    assert all(p.ndim >= 2 for p in decay["params"]) and no_decay["weight_decay"] == 0.0
-    assert conf.keys() == {"optimizer"}
+    assert decay["params"] and no_decay["params"]
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+
+
+def test_constant_schedule_has_no_scheduler():
+    assert lr_after("constant").keys() == {"optimizer"}
 
 
 def test_module_logs_and_trains_in_train_mode(tiny_model_dir, tiny_tokenizer):

@@ -112,6 +112,7 @@ def test_markup_comes_back_as_text(server):
     assert event == "complete"
     rows = json.loads(data)[0]
     assert rows[0]["document"] == review  # unchanged: escaping is the renderer's job, and it renders text
+    assert rows[1]["document"] == '=HYPERLINK("http://x")'  # JSON is data; only the CSV download defuses formulas
 
 
 def test_no_route_skips_the_queue(server):

@@ -30,7 +30,7 @@ def run(cfg) -> dict:
     from train.data import NSMCDataModule
     from train.export import export
     from train.module import SentimentClassifier
-    from train.trainer import build_trainer, check_output_dir, checkpoint_bytes, resume_path
+    from train.trainer import best_checkpoint, build_trainer, check_output_dir, checkpoint_bytes, resume_path
 
     # 1. Settings and seed; fail early if the output cannot be written.
     check_output_dir(cfg.out_dir)
@@ -61,10 +61,7 @@ def run(cfg) -> dict:
     fit_seconds = time.time() - start
 
     # 5. Evaluate the best checkpoint: validation again (for its F1), then the test split, once.
-    best = trainer.checkpoint_callback.best_model_path
-    if not best:  # stopped by max_steps/max_time before any validation: keep what was trained
-        best = str(cfg.checkpoint_dir / "last.ckpt")
-        trainer.save_checkpoint(best)
+    best = best_checkpoint(trainer, cfg.checkpoint_dir)
     metrics = {}
     for stage in (trainer.validate, trainer.test) if cfg.run_test else (trainer.validate,):
         for result in stage(module, datamodule=datamodule, ckpt_path=best, verbose=False):

@@ -80,7 +80,8 @@ def evaluate(model_path: str, corpus_dir: str, split: str = "test", out: str | N
                             for i in progress(range(0, len(ratings), 4096), len(ratings))])
     seconds = time.time() - start
     labels, preds = np.array(ratings.labels), probs.argmax(1)
-    report = {"model": str(model_path), "split": split, "file": ratings.path, "skipped_rows": ratings.n_skipped,
+    report = {"model": str(model_path), "parameters": sum(p.numel() for p in clf.model.parameters()),
+              "split": split, "file": ratings.path, "skipped_rows": ratings.n_skipped,
               **scores(labels, preds), "by_length": by_length(ratings.documents, labels, preds),
               "seconds": round(seconds, 1), "reviews_per_second": round(len(labels) / max(seconds, 1e-9), 1)}
     out_dir = Path(out) if out else (Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent) / f"eval-{split}"
@@ -107,16 +108,14 @@ def print_report(r: dict) -> None:
     print(f"  report: {r['out_dir']}/report.json, confusion matrix: {r['out_dir']}/confusion.png")
 
 
-def refresh_model_card(model_dir: Path, metrics: dict) -> None:
+def refresh_model_card(model_dir: Path, metrics: dict, n_params: int) -> None:
     """Rewrite MODEL/README.md with the new numbers (the card `python -m train.export` wrote)."""
     import yaml
 
     from train.export import model_card
-    from nsmc.inference import SentimentClassifier
 
     settings_file = model_dir / "train_config.yaml"
     settings = yaml.safe_load(settings_file.read_text()) if settings_file.is_file() else {}
-    n_params = sum(p.numel() for p in SentimentClassifier.load(model_dir).model.parameters())
     (model_dir / "README.md").write_text(model_card(model_dir, settings, metrics, n_params), encoding="utf-8")
 
 
@@ -140,7 +139,7 @@ def main(argv=None) -> None:
         metrics.update({f"{args.split}_acc": round(report["accuracy"], 5), f"{args.split}_f1": round(report["f1"], 5),
                         f"{args.split}_n": report["n"]})
         path.write_text(json.dumps(metrics, indent=2) + "\n")
-        refresh_model_card(Path(args.model), metrics)
+        refresh_model_card(Path(args.model), metrics, report["parameters"])
         print(f"  recorded in {path} and the model card")
 
 

@@ -114,7 +114,7 @@ def get_tokenizer(cfg):
 def run(cfg) -> dict:
     from transformers import BertConfig, BertForMaskedLM
 
-    from train.trainer import build_trainer, check_output_dir, resume_path
+    from train.trainer import best_checkpoint, build_trainer, check_output_dir, resume_path
 
     # 1. Settings; fail early if the output cannot be written.
     check_output_dir(cfg.out_dir)
@@ -148,10 +148,7 @@ def run(cfg) -> dict:
     seconds = time.time() - start
 
     # 5. Export the best checkpoint as a plain Hugging Face folder.
-    best = trainer.checkpoint_callback.best_model_path
-    if not best:  # stopped by max_steps/max_time before any validation: keep what was trained
-        best = str(cfg.checkpoint_dir / "last.ckpt")
-        trainer.save_checkpoint(best)
+    best = best_checkpoint(trainer, cfg.checkpoint_dir)
     metrics = {"val_loss": float(trainer.checkpoint_callback.best_model_score or float("nan")),
                "global_step": trainer.global_step, "fit_seconds": round(seconds, 1),
                "steps_per_second": round(trainer.global_step / max(seconds, 1e-9), 3), "best_checkpoint": best}

@@ -155,3 +155,13 @@ def resume_path(cfg) -> str | None:
     except UserError as e:
         raise UserError(f"--resume: {e} Delete it to start over, or copy checkpoints/best.ckpt over it to resume from there.") from None
     return str(last)
+
+
+def best_checkpoint(trainer: L.Trainer, checkpoint_dir: Path) -> str:
+    """The best checkpoint by the monitored metric; if the run stopped (max_steps, max_time) before
+    any validation, what it trained, saved now as last.ckpt."""
+    best = trainer.checkpoint_callback.best_model_path
+    if not best:
+        best = str(Path(checkpoint_dir) / "last.ckpt")
+        trainer.save_checkpoint(best)
+    return best
