@@ -29,7 +29,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import random
 import re
 import socket
@@ -45,7 +44,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-from speed import RESULTS, write_section  # noqa: E402  (one way to rewrite a section of RESULTS.md)
+from speed import DATA, RESULTS, machine, write_section  # noqa: E402  (one way to rewrite a section of RESULTS.md)
 QUEUE_BATCH = 16  # app.py's MAX_BATCH: single reviews arriving together share one forward pass
 BAD_INPUTS = ["", "   \n\t", "정말 " * 50_000, "\udc00 깨진 \ud800", "<script>alert(1)</script> 최고", 12345, None]
 
@@ -53,7 +52,7 @@ BAD_INPUTS = ["", "   \n\t", "정말 " * 50_000, "\udc00 깨진 \ud800", "<scrip
 def reviews(limit: int = 5000) -> list[str]:
     from nsmc.corpus import read_ratings
 
-    for path in (ROOT.parent / "shared/data/nsmc/ratings_test.txt.gz", ROOT / "tests/fixtures/ratings_test.txt"):
+    for path in (DATA / "ratings_test.txt.gz", ROOT / "tests/fixtures/ratings_test.txt"):
         if path.exists():
             return read_ratings(path).documents[:limit]
     raise SystemExit("no NSMC test file found")
@@ -265,7 +264,8 @@ runpy.run_path({app!r}, run_name="__main__")
 """
 
 
-def start_server(model: str, port: int, log: Path, no_model: bool = False) -> subprocess.Popen:
+def start_server(model: str, port: int, no_model: bool = False) -> subprocess.Popen:
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-load-{port}.log"
     app = ["-c", NO_MODEL.format(root=str(ROOT), app=str(ROOT / "app.py"))] if no_model else [str(ROOT / "app.py")]
     proc = subprocess.Popen([sys.executable, *app, "--model", model, "--host", "127.0.0.1", "--port", str(port)],
                             cwd=ROOT, env=env(), stdout=open(log, "w"), stderr=subprocess.STDOUT)
@@ -296,7 +296,7 @@ def serving_alone(model: str, texts: list[str], clients: int, seconds: float, se
     """The same clients and mix against app.py with the model's forward passes replaced by a
     constant: the requests/s the serving layer itself allows on these cores, whatever the model."""
     port = free_port()
-    proc = start_server(model, port, Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-load-{port}.log", no_model=True)
+    proc = start_server(model, port, no_model=True)
     try:
         run_load(port, proc.pid, texts, clients, 0, 200, seed - 2000)  # warm-up
         return run_load(port, proc.pid, texts, clients, seconds, 0, seed)
@@ -317,8 +317,7 @@ def main(argv=None) -> None:
 
     texts = reviews()
     port = free_port()
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-load-{port}.log"
-    proc = start_server(args.model, port, log)
+    proc = start_server(args.model, port)
     try:
         rss_started = server_rss(proc.pid)
         # Warm-up at full concurrency: the worker threads, their allocator arenas and the session
@@ -333,6 +332,7 @@ def main(argv=None) -> None:
     ceiling = serving_alone(args.model, texts, args.clients, 20, args.seed)
     ceiling_rps = ceiling["requests"] / ceiling["seconds"]
 
+    cpu = machine()
     w = result["window"]
     served = result["reviews"] / result["seconds"]
     growth = result["rss_after"] / rss_before - 1
@@ -342,9 +342,9 @@ def main(argv=None) -> None:
         f"## Load: {Path(args.model).name}",
         "",
         f"`python bench/load.py --model {model} --clients {args.clients} --seconds {args.seconds:g} "
-        f"--requests {args.requests} --warmup {args.warmup}` on this machine: {psutil.cpu_count()} CPU cores "
-        f"({platform.processor() or platform.machine()}), server and clients on the same cores, load average "
-        f"{load_before:.1f} when it started. {time.strftime('%Y-%m-%d %H:%M')}.",
+        f"--requests {args.requests} --warmup {args.warmup}` on this machine: {cpu['cores']} usable CPU cores "
+        f"({cpu['cpu']}), server and clients on the same cores, 1-minute load average {load_before:.1f} after the "
+        f"warm-up (mostly the warm-up's own). {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         "Mix: 70% `/predict` (one NSMC test review), 15% `/predict_batch` (8-32 reviews), 15% bad inputs that must still be "
         "answered (empty, blank, 100,000 characters, lone surrogates, `<script>`, a number, null). Each client is one "

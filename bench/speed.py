@@ -166,28 +166,13 @@ def sample_reviews(n: int, seed: int) -> list[str]:
 
 
 def classifier(model_dir: Path, runtime: str):
-    """The app's inference path with a given runtime. Uses SentimentClassifier.load(path, runtime=...)
-    once nsmc.inference has the flag; until then the same wiring, done here in a subclass."""
-    import inspect
-
-    from nsmc.encoding import pad_batch
+    """The app's inference path with a given runtime; refuses to go on if that runtime could not be
+    built (SentimentClassifier.load would serve with torch, and the row would be mislabelled)."""
     from nsmc.inference import SentimentClassifier
-    from nsmc.loading import load_classifier
-    from nsmc.runtime import build_runtime
 
-    if "runtime" in inspect.signature(SentimentClassifier.load).parameters:
-        return SentimentClassifier.load(model_dir, runtime=runtime)
-    if runtime == "torch":
-        return SentimentClassifier.load(model_dir)
-
-    class WithRuntime(SentimentClassifier):
-        def _forward(self, sequences):
-            batch = pad_batch(sequences, self.pad_id)
-            return self.runtime.probs(batch["input_ids"], batch["attention_mask"])
-
-    model, tokenizer = load_classifier(model_dir)
-    clf = WithRuntime(model, tokenizer, name=model_dir.name)
-    clf.runtime = build_runtime(model, runtime, model_path=model_dir, log=log)
+    clf = SentimentClassifier.load(model_dir, runtime=runtime, log=log)
+    if clf.runtime.name != runtime:
+        raise SystemExit(f"the {runtime} runtime could not be built here (got {clf.runtime.name}); see the log above")
     return clf
 
 

@@ -12,45 +12,42 @@ the server. The client library is imported before the clock starts, so only the 
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from gradio_client import Client
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path[:0] = [str(ROOT / "bench")]
+from load import env, free_port  # noqa: E402  (the load test's offline environment and port picker)
 
 
 def first_answer(model: str, port: int, timeout: float) -> float:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     url = f"http://127.0.0.1:{port}/"
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", model, "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        while time.perf_counter() - start < timeout:
-            if proc.poll() is not None:
-                sys.exit(f"app.py exited with {proc.returncode}:\n{proc.stderr.read()}")
-            try:
-                result = Client(url, verbose=False).predict("첫 번째 리뷰입니다", api_name="/predict")
-                if result.get("confidences"):
-                    return time.perf_counter() - start
-            except Exception:  # not up yet: connection refused, or the app is still starting
+    with tempfile.TemporaryFile("w+") as errors:  # a file, not a pipe: a chatty app can never block on it
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", model, "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=errors)
+        try:
+            while time.perf_counter() - start < timeout:
+                if proc.poll() is not None:
+                    errors.seek(0)
+                    sys.exit(f"app.py exited with {proc.returncode}:\n{errors.read()[-4000:]}")
+                try:
+                    result = Client(url, verbose=False).predict("첫 번째 리뷰입니다", api_name="/predict")
+                    if result.get("confidences"):
+                        return time.perf_counter() - start
+                except Exception:  # not up yet: connection refused, or the app is still starting
+                    pass
                 time.sleep(0.1)
-        sys.exit(f"no answer within {timeout:.0f} s")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+            sys.exit(f"no answer within {timeout:.0f} s")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 def main() -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -192,9 +191,3 @@ def training_step(model, optimizer, batch) -> float:
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return outputs.loss.item()
-
-
-def remove_cache(path: Path) -> None:
-    for p in (path, Path(str(path) + ".lock")):
-        if p.exists():
-            os.remove(p)
