@@ -7,7 +7,8 @@ Usage:
     python app.py --share --auth me:secret               # a public link; anyone with it can use the app
     MODEL_DIR=path/to/model python app.py                # how a Hugging Face Space picks its model
 
-API (see docs/app.md): Client(url).predict("리뷰", api_name="/predict"), and "/predict_batch".
+API (see docs/app.md): Client(url).predict("리뷰", api_name="/predict"), and "/predict_batch";
+or plain JSON: curl -d '{"text": "리뷰"}' http://127.0.0.1:7860/api/predict   (nsmc/api.py)
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from nsmc import api  # noqa: E402
+from nsmc.batcher import Batcher  # noqa: E402
 from nsmc.errors import UserError  # noqa: E402
-from nsmc.inference import MAX_CHARS, SentimentClassifier, as_text, cap, is_blank, set_threads  # noqa: E402
+from nsmc.inference import BATCH_SIZE, MAX_CHARS, SentimentClassifier, as_text, cap, is_blank, set_threads  # noqa: E402
 from nsmc.runtime import DEFAULT_RUNTIME, HELP, RUNTIMES  # noqa: E402
 from nsmc.uploads import MAX_BYTES, MAX_ROWS, read_reviews, write_csv  # noqa: E402
 
@@ -84,6 +87,8 @@ def load(args: argparse.Namespace) -> SentimentClassifier:
 args = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 set_threads()
 classifier = load(args)
+# The JSON API's queue (nsmc/api.py): one worker per forward pass the runtime runs at once.
+batcher = Batcher(classifier.predict_proba, workers=classifier.runtime.streams, max_batch=BATCH_SIZE, max_waiting=256)
 OUT_DIR = Path(tempfile.mkdtemp(prefix="nsmc-app-"))  # CSVs for download; removed at exit
 atexit.register(shutil.rmtree, OUT_DIR, ignore_errors=True)
 
@@ -200,6 +205,8 @@ def main() -> None:
                 # Each browser tab and each API call without a session_hash is a new session; Gradio keeps
                 # a copy of the page config for each. Nothing here is stateful, so keep few.
                 state_session_capacity=SESSIONS_KEPT,
+                # /api/predict and /api/health: plain JSON beside Gradio's own API, behind the same login.
+                app_kwargs={"routes": api.routes(classifier, batcher, auth, MAX_ROWS, MAX_BYTES)},
                 prevent_thread_lock=True)
     if args.share and not demo.share_url:
         # Gradio's own message offline blames a missing frpc file; say what actually happened.

@@ -1,23 +1,27 @@
 """A bounded load test of app.py: concurrent clients, a mix of good and bad requests, server memory.
 
 Usage:
-    python bench/load.py --model models/nsmc-small                 # 16 clients, 60 s, then on to 10,000 requests
-    python bench/load.py --model DIR --clients 16 --seconds 60 --requests 10000 --no-write
+    python bench/load.py --model models/nsmc-small                 # both APIs: 16 clients, 60 s, then on to 10,000 requests
+    python bench/load.py --model DIR --api json --clients 16 --seconds 60 --requests 10000 --no-write
     python bench/load.py --model .cache/bench/kcbert-base-random --requests 0 --warmup 100
         # the kcbert-base architecture with random weights (bench/speed.py builds it): the same compute
         # per review as kcbert-base, so it shows the serving layer's share with a model that size
 
-Starts `python app.py --model DIR` on 127.0.0.1 (offline) and warms it up with --warmup requests
-from all clients at once. Then N client threads, each one keep-alive connection and one Gradio
-session, call Gradio's plain HTTP API (POST /gradio_api/call/<api>, then read the event stream).
-The mix: 70% /predict with one NSMC test review, 15% /predict_batch with 8-32 reviews, 15% bad
-inputs that must still be answered (empty, blank, 100,000 characters, lone surrogates, markup, a
-number, null). It runs for --seconds, then keeps going until --requests requests have been
-answered, and reports requests/s and reviews/s, p50/p99 latency, errors (HTTP failures, error
-events, malformed answers), and the server's resident memory at start, after warm-up, every 5 s,
-and after the last request. With the server stopped it then measures the model alone on the same
-cores: the same request mix one request at a time, and batches of 16 (see model_alone). It writes
-the `## Load` section of bench/RESULTS.md (other sections are left alone).
+For each API (--api both: Gradio's, then the JSON one), starts `python app.py --model DIR` on
+127.0.0.1 (offline) and warms it up with --warmup requests from all clients at once. Then N client
+threads, each one keep-alive connection, call it:
+  gradio: Gradio's plain HTTP API with one Gradio session per client, as `gradio_client.Client`
+          keeps (POST /gradio_api/call/<api>, then read the event stream);
+  json:   app.py's JSON API (POST /api/predict, nsmc/api.py).
+The mix: 70% single NSMC test reviews, 15% batches of 8-32 reviews, 15% bad inputs that must still
+be answered (empty, blank, 100,000 characters, lone surrogates, markup, a number, null). It runs for
+--seconds, then keeps going until --requests requests have been answered, and reports requests/s and
+reviews/s, p50/p99 latency, errors (HTTP failures, error events, malformed answers), and the
+server's resident memory at start, after warm-up, every 5 s, and after the last request. The same
+clients then run 20 s against a server whose forward passes return a constant (the serving layer's
+own ceiling). With no server running it then measures the model alone on the same cores: the same
+request mix one request at a time, and batches of 16 (see model_alone). It writes the
+`## Load: <model>` section of bench/RESULTS.md (other sections are left alone).
 
 Targets (from the reliability issue): zero errors, memory growth under 10%, and served reviews/s
 within 20% of the model alone.
@@ -64,16 +68,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Api:
-    """One client: a keep-alive connection and one Gradio session, as `gradio_client.Client` keeps
-    (a browser tab is one session too); a call is a POST and a read of its event stream."""
+class Connection:
+    """One client's keep-alive connection to the server."""
 
     def __init__(self, port: int):
         self.port = port
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        self.session = uuid.uuid4().hex
 
-    def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, str]:
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, str]:
         for attempt in (0, 1):  # a keep-alive connection the server closed: reconnect once
             try:
                 self.conn.request(method, path, body, {"Content-Type": "application/json"} if body else {})
@@ -85,17 +87,62 @@ class Api:
                 if attempt:
                     raise
 
+
+class GradioApi(Connection):
+    """Gradio's plain HTTP API with one session, as `gradio_client.Client` keeps (a browser tab is
+    one session too): a call is a POST, then a read of its event stream."""
+
+    def __init__(self, port: int):
+        super().__init__(port)
+        self.session = uuid.uuid4().hex
+
     def call(self, api: str, *data) -> tuple[str, object]:
-        status, body = self._request("POST", f"/gradio_api/call/{api}", json.dumps({"data": list(data), "session_hash": self.session}).encode())
+        status, body = self.request("POST", f"/gradio_api/call/{api}", json.dumps({"data": list(data), "session_hash": self.session}).encode())
         if status != 200:
             return "http", f"{status} {body[:200]}"
-        status, stream = self._request("GET", f"/gradio_api/call/{api}/{json.loads(body)['event_id']}")
+        status, stream = self.request("GET", f"/gradio_api/call/{api}/{json.loads(body)['event_id']}")
         events = re.findall(r"event: (\w+)\ndata: (.*)", stream)
         final = [(e, d) for e, d in events if e in ("complete", "error")]
         if status != 200 or not final:
             return "http", f"{status} {stream[:200]}"
         event, data = final[-1]
         return event, json.loads(data) if event == "complete" else data
+
+    def single(self, value) -> tuple[bool, str]:
+        event, out = self.call("predict", value)
+        ok = event == "complete" and valid_label(out[0])
+        return ok, "" if ok else f"{event}: {str(out)[:200]}"
+
+    def batch(self, values: list) -> tuple[bool, str]:
+        event, out = self.call("predict_batch", values)
+        ok = (event == "complete" and len(out[0]) == len(values)
+              and all(abs(row["negative"] + row["positive"] - 1) < 1e-3 for row in out[0]))
+        return ok, "" if ok else f"{event}: {str(out)[:200]}"
+
+
+class JsonApi(Connection):
+    """app.py's plain JSON route (nsmc/api.py): one POST, one answer."""
+
+    def call(self, payload: dict, n: int) -> tuple[bool, str]:
+        status, body = self.request("POST", "/api/predict", json.dumps(payload).encode())
+        try:
+            preds = json.loads(body)["predictions"] if status == 200 else None
+        except (ValueError, KeyError):
+            preds = None
+        ok = preds is not None and len(preds) == n and all(
+            p["label"] is None if p["scores"] is None else abs(sum(p["scores"].values()) - 1) < 1e-3 for p in preds)
+        return ok, "" if ok else f"{status}: {body[:200]}"
+
+    def single(self, value) -> tuple[bool, str]:
+        return self.call({"text": value}, 1)
+
+    def batch(self, values: list) -> tuple[bool, str]:
+        return self.call({"texts": values}, len(values))
+
+
+APIS = {"gradio": GradioApi, "json": JsonApi}
+ROUTES = {"gradio": "Gradio's API (`POST /gradio_api/call/<name>`, then its event stream; one Gradio session per client)",
+          "json": "the JSON API (`POST /api/predict`, one answer)"}
 
 
 def valid_label(value) -> bool:
@@ -107,27 +154,21 @@ def valid_label(value) -> bool:
     return abs(sum(c["confidence"] for c in value["confidences"]) - 1) < 1e-3
 
 
-def draw(rng: random.Random, texts: list[str]) -> tuple[str, str, object]:
-    """One request of the mix: (kind, endpoint, input)."""
+def draw(rng: random.Random, texts: list[str]) -> tuple[str, object]:
+    """One request of the mix: (kind, input)."""
     r = rng.random()
     if r < 0.70:
-        return "single", "predict", rng.choice(texts)
+        return "single", rng.choice(texts)
     if r < 0.85:
-        return "batch", "predict_batch", rng.sample(texts, rng.randint(8, 32))
-    return "bad", "predict", rng.choice(BAD_INPUTS)
+        return "batch", rng.sample(texts, rng.randint(8, 32))
+    return "bad", rng.choice(BAD_INPUTS)
 
 
-def one_request(api: Api, rng: random.Random, texts: list[str]) -> tuple[str, bool, int, str]:
+def one_request(api, rng: random.Random, texts: list[str]) -> tuple[str, bool, int, str]:
     """(kind, ok, reviews scored, detail)."""
-    kind, endpoint, value = draw(rng, texts)
-    event, out = api.call(endpoint, value)
-    if kind == "batch":
-        ok = (event == "complete" and len(out[0]) == len(value)
-              and all(abs(row["negative"] + row["positive"] - 1) < 1e-3 for row in out[0]))
-    else:
-        ok = event == "complete" and valid_label(out[0])
-    n = len(value) if kind == "batch" else 1
-    return kind, ok, n, "" if ok else f"{event}: {str(out)[:200]}"
+    kind, value = draw(rng, texts)
+    ok, detail = api.batch(value) if kind == "batch" else api.single(value)
+    return kind, ok, len(value) if kind == "batch" else 1, detail
 
 
 def server_rss(pid: int) -> int:
@@ -135,7 +176,7 @@ def server_rss(pid: int) -> int:
     return proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
 
 
-def run_load(port: int, pid: int, texts: list[str], clients: int, seconds: float, total: int, seed: int) -> dict:
+def run_load(api: type, port: int, pid: int, texts: list[str], clients: int, seconds: float, total: int, seed: int) -> dict:
     lock = threading.Lock()
     latencies: dict[str, list[float]] = {"single": [], "batch": [], "bad": []}
     errors: list[str] = []
@@ -145,11 +186,11 @@ def run_load(port: int, pid: int, texts: list[str], clients: int, seconds: float
     stop = threading.Event()
 
     def client(i: int) -> None:
-        api, rng = Api(port), random.Random(seed + i)
+        conn, rng = api(port), random.Random(seed + i)
         while not stop.is_set():
             t0 = time.perf_counter()
             try:
-                kind, ok, n, detail = one_request(api, rng, texts)
+                kind, ok, n, detail = one_request(conn, rng, texts)
             except Exception as e:  # a dropped connection or a timeout is an error too, not a crash of the bench
                 kind, ok, n, detail = "error", False, 0, f"{type(e).__name__}: {e}"
             dt = time.perf_counter() - t0
@@ -215,7 +256,7 @@ def alone(model: str, seconds: float, seed: int, rounds: int = 4) -> dict:
     sixteens = [texts[i : i + QUEUE_BATCH] for i in range(0, len(texts), QUEUE_BATCH)]
 
     def same(rng: random.Random) -> int:  # what app.predict / app.score do with the request, minus the server
-        kind, _, value = draw(rng, texts)
+        kind, value = draw(rng, texts)
         if kind == "batch":
             return len(clf.predict_proba([as_text(t) for t in value]))
         return len(clf.predict([as_text(value)]))
@@ -292,21 +333,42 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def serving_alone(model: str, texts: list[str], clients: int, seconds: float, seed: int) -> dict:
+def serving_alone(api: type, model: str, texts: list[str], clients: int, seconds: float, seed: int) -> dict:
     """The same clients and mix against app.py with the model's forward passes replaced by a
     constant: the requests/s the serving layer itself allows on these cores, whatever the model."""
     port = free_port()
     proc = start_server(model, port, no_model=True)
     try:
-        run_load(port, proc.pid, texts, clients, 0, 200, seed - 2000)  # warm-up
-        return run_load(port, proc.pid, texts, clients, seconds, 0, seed)
+        run_load(api, port, proc.pid, texts, clients, 0, 200, seed - 2000)  # warm-up
+        return run_load(api, port, proc.pid, texts, clients, seconds, 0, seed)
     finally:
         stop_server(proc)
+
+
+def serve(api: type, args: argparse.Namespace, texts: list[str]) -> dict:
+    """One API under load: a fresh server, a warm-up, the measured run, and memory all along."""
+    port = free_port()
+    proc = start_server(args.model, port)
+    try:
+        rss_started = server_rss(proc.pid)
+        # Warm-up at full concurrency: the worker threads, their allocator arenas and the session
+        # store fill up once; growth after that is what a long-running server would show.
+        run_load(api, port, proc.pid, texts, args.clients, 0, args.warmup, args.seed - 1000)
+        rss_before = server_rss(proc.pid)
+        load_before = os.getloadavg()[0]
+        result = run_load(api, port, proc.pid, texts, args.clients, args.seconds, args.requests, args.seed)
+    finally:
+        stop_server(proc)
+    ceiling = serving_alone(api, args.model, texts, args.clients, 20, args.seed)
+    return result | dict(rss_started=rss_started, rss_before=rss_before, load_before=load_before,
+                         served=result["reviews"] / result["seconds"],
+                         ceiling_rps=ceiling["requests"] / ceiling["seconds"])
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "models" / "nsmc-small"))
+    parser.add_argument("--api", choices=["both", *APIS], default="both", help="which API the clients call")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--requests", type=int, default=10_000, help="keep going after --seconds until this many")
@@ -316,76 +378,71 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     texts = reviews()
-    port = free_port()
-    proc = start_server(args.model, port)
-    try:
-        rss_started = server_rss(proc.pid)
-        # Warm-up at full concurrency: the worker threads, their allocator arenas and the session
-        # store fill up once; growth after that is what a long-running server would show.
-        run_load(port, proc.pid, texts, args.clients, 0, args.warmup, args.seed - 1000)
-        rss_before = server_rss(proc.pid)
-        load_before = os.getloadavg()[0]
-        result = run_load(port, proc.pid, texts, args.clients, args.seconds, args.requests, args.seed)
-    finally:
-        stop_server(proc)
+    names = list(APIS) if args.api == "both" else [args.api]
+    runs = {name: serve(APIS[name], args, texts) for name in names}
     alone = model_alone(args.model, seconds=40, seed=args.seed)
-    ceiling = serving_alone(args.model, texts, args.clients, 20, args.seed)
-    ceiling_rps = ceiling["requests"] / ceiling["seconds"]
 
     cpu = machine()
-    w = result["window"]
-    served = result["reviews"] / result["seconds"]
-    growth = result["rss_after"] / rss_before - 1
     model = os.path.relpath(args.model, ROOT) if Path(args.model).is_absolute() else args.model
-    trace = ", ".join(f"{n:,}: {rss / 2**20:.0f}" for n, rss in result["rss_trace"])
+    per_request_ms = {n: 1000 * r["reviews"] / r["requests"] / alone["same"] for n, r in runs.items()}
+
+    def row(label: str, cell, target: str = "") -> str:
+        return f"| {label} | " + " | ".join(cell(r) for r in runs.values()) + f" | {target} |"
+
     lines = [
         f"## Load: {Path(args.model).name}",
         "",
-        f"`python bench/load.py --model {model} --clients {args.clients} --seconds {args.seconds:g} "
+        f"`python bench/load.py --model {model} --api {args.api} --clients {args.clients} --seconds {args.seconds:g} "
         f"--requests {args.requests} --warmup {args.warmup}` on this machine: {cpu['cores']} usable CPU cores "
-        f"({cpu['cpu']}), server and clients on the same cores, 1-minute load average {load_before:.1f} after the "
-        f"warm-up (mostly the warm-up's own). {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"({cpu['cpu']}), server and clients on the same cores. {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        "Mix: 70% `/predict` (one NSMC test review), 15% `/predict_batch` (8-32 reviews), 15% bad inputs that must still be "
-        "answered (empty, blank, 100,000 characters, lone surrogates, `<script>`, a number, null). Each client is one "
-        "keep-alive connection and one Gradio session, as a `gradio_client.Client` is, calling the plain HTTP API "
-        "(`POST /gradio_api/call/<name>`, then its event stream).",
+        f"Mix: 70% single reviews (NSMC test reviews), 15% batches of 8-32 reviews, 15% bad inputs that must still be "
+        f"answered (empty, blank, 100,000 characters, lone surrogates, `<script>`, a number, null), from {args.clients} "
+        "clients, each one keep-alive connection calling " + "; or ".join(ROUTES[n] for n in names) + ". Each API gets "
+        "a fresh server.",
         "",
-        "| measure | value | target |",
-        "| --- | --- | --- |",
-        f"| requests (first {w.get('seconds', 0):.0f} s / all) | {w.get('requests', 0):,} / {result['requests']:,} in {result['seconds']:.0f} s | |",
-        f"| requests/s | {result['requests'] / result['seconds']:.1f} | |",
-        f"| reviews/s served | {served:.1f} | |",
-        f"| reviews/s, model alone, the same request mix (no server) | {alone['same']:.1f} | |",
-        f"| **served / model alone on the same requests** | **{served / alone['same']:.0%}** | ≥ 80% |",
-        f"| reviews/s, model alone, batches of {QUEUE_BATCH} test reviews (its capacity) | {alone['batch16']:.1f} | |",
-        f"| served / model capacity | {served / alone['batch16']:.0%} | |",
-        f"| requests/s with no model (forward passes replaced by a constant): the serving layer's ceiling here | "
-        f"{ceiling_rps:.1f} | |",
-        f"| latency p50 / p99, all requests | {result['p50'] * 1000:.0f} ms / {result['p99'] * 1000:.0f} ms | |",
+        "| measure | " + " | ".join(f"{n} API" for n in names) + " | target |",
+        "| --- | " + " | ".join("---" for _ in names) + " | --- |",
+        row(f"requests (first {args.seconds:g} s / all)", lambda r: f"{r['window'].get('requests', 0):,} / {r['requests']:,} in {r['seconds']:.0f} s"),
+        row("requests/s", lambda r: f"{r['requests'] / r['seconds']:.1f}"),
+        row("reviews/s served", lambda r: f"{r['served']:.1f}"),
+        row("reviews/s, model alone, the same request mix (no server)", lambda r: f"{alone['same']:.1f}"),
+        row("**served / model alone on the same requests**", lambda r: f"**{r['served'] / alone['same']:.0%}**", "≥ 80%"),
+        row(f"reviews/s, model alone, batches of {QUEUE_BATCH} test reviews (its capacity)", lambda r: f"{alone['batch16']:.1f}"),
+        row("served / model capacity", lambda r: f"{r['served'] / alone['batch16']:.0%}"),
+        row("requests/s with no model (forward passes replaced by a constant): the serving layer's ceiling here",
+            lambda r: f"{r['ceiling_rps']:.1f} ({1000 / r['ceiling_rps']:.1f} ms a request)"),
+        row("latency p50 / p99, all requests", lambda r: f"{r['p50'] * 1000:.0f} ms / {r['p99'] * 1000:.0f} ms"),
     ]
-    for kind, (n, p50, p99) in sorted(result["by_kind"].items()):
-        lines.append(f"| latency p50 / p99, {kind} ({n:,}) | {p50 * 1000:.0f} ms / {p99 * 1000:.0f} ms | |")
+    for kind in ("single", "batch", "bad", "error"):
+        if any(kind in r["by_kind"] for r in runs.values()):
+            lines.append(row(f"latency p50 / p99, {kind}", lambda r: "-" if kind not in r["by_kind"] else
+                             "{1:.0f} ms / {2:.0f} ms ({0:,})".format(r["by_kind"][kind][0], *(1000 * x for x in r["by_kind"][kind][1:]))))
     lines += [
-        f"| errors | {len(result['errors'])} | 0 |",
-        f"| server memory (RSS): started → after {args.warmup:,} warm-up requests → after {result['requests']:,} more | "
-        f"{rss_started / 2**20:.0f} → {rss_before / 2**20:.0f} → {result['rss_after'] / 2**20:.0f} MiB "
-        f"({growth:+.1%} after warm-up) | < +10% |",
+        row("errors", lambda r: str(len(r["errors"])), "0"),
+        row(f"server memory (RSS): started → after {args.warmup:,} warm-up requests → after the run",
+            lambda r: f"{r['rss_started'] / 2**20:.0f} → {r['rss_before'] / 2**20:.0f} → {r['rss_after'] / 2**20:.0f} MiB "
+                      f"({r['rss_after'] / r['rss_before'] - 1:+.1%} after warm-up)", "< +10%"),
+        row("1-minute load average after the warm-up (mostly its own)", lambda r: f"{r['load_before']:.1f}"),
         "",
-        f"Server RSS in MiB by requests answered: {trace}.",
-        "",
+    ]
+    for name, r in runs.items():
+        trace = ", ".join(f"{n:,}: {rss / 2**20:.0f}" for n, rss in r["rss_trace"])
+        lines += [f"Server RSS in MiB by requests answered, {name} API: {trace}.", ""]
+    lines += [
         f"The model alone ran with the server stopped, {alone['callers']} caller threads at once (one per forward pass "
         "the runtime runs side by side), in rounds alternating the two ways "
         f"(same mix: {', '.join(f'{x:.0f}' for x in alone['runs']['same'])}; batches of {QUEUE_BATCH}: "
-        f"{', '.join(f'{x:.0f}' for x in alone['runs']['batch16'])} reviews/s). The gap between served and the same "
-        "requests is what the serving layer costs: HTTP, Gradio's queue and event stream, JSON, and the Python that "
-        f"shares the cores with the model. With no model at all the same clients get {ceiling_rps:.0f} requests/s, "
-        f"{1000 / ceiling_rps:.1f} ms of serving per request; the model alone needs "
-        f"{1000 * result['reviews'] / result['requests'] / alone['same']:.1f} ms of the cores per request of this mix.",
+        f"{', '.join(f'{x:.0f}' for x in alone['runs']['batch16'])} reviews/s); it needs "
+        + ", ".join(f"{ms:.1f} ms of the cores per request of the {n} run's mix" for n, ms in per_request_ms.items())
+        + ". The gap between served and the same requests is what the serving layer costs: HTTP, JSON, the API's queue "
+        "(Gradio's queue and event stream, or the JSON API's batcher), and the Python that shares the cores with the "
+        "model and the clients.",
         "",
     ]
-    if result["errors"]:
-        lines += ["First errors:", "", *[f"- `{e}`" for e in result["errors"][:5]], ""]
+    for name, r in runs.items():
+        if r["errors"]:
+            lines += [f"First errors, {name} API:", "", *[f"- `{e}`" for e in r["errors"][:5]], ""]
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:

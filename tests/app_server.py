@@ -27,8 +27,10 @@ def app_env(**extra) -> dict:
 
 
 @contextmanager
-def running_app(model_dir: Path, log_path: Path, timeout: float = 90.0):
-    """Yield the URL once the server answers HTTP; stop it afterwards (by its own pid)."""
+def running_app(model_dir: Path, log_path: Path, timeout: float = 90.0, **env):
+    """Yield the URL once the server answers HTTP; stop it afterwards (by its own pid). `env`: extra
+    environment for the app, e.g. GRADIO_AUTH."""
+    import urllib.error
     import urllib.request
 
     port = free_port()
@@ -36,7 +38,7 @@ def running_app(model_dir: Path, log_path: Path, timeout: float = 90.0):
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "app.py"), "--model", str(model_dir), "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=app_env(), stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=app_env(**env), stdout=log, stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + timeout
@@ -46,6 +48,8 @@ def running_app(model_dir: Path, log_path: Path, timeout: float = 90.0):
             try:
                 with urllib.request.urlopen(url + "gradio_api/info", timeout=2):
                     break
+            except urllib.error.HTTPError:  # an answer all the same (401 when the app wants a login)
+                break
             except OSError:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"app.py did not answer within {timeout:.0f} s:\n{log_path.read_text()}")

@@ -199,3 +199,30 @@ def test_import_loads_model_from_env_without_lightning(failed_starts, tiny_model
     rc, out = failed_starts["import"]
     assert rc == 0, out
     assert out.split() == [tiny_model_dir.name, "[]"]  # the MODEL_DIR model, and no Lightning or train/ modules
+
+
+def test_json_api_beside_gradio_agrees_with_it(server, client):
+    """POST /api/predict (nsmc/api.py) on the real app: the same probabilities as Gradio's /predict,
+    in order, under 8 concurrent callers that the batcher merges."""
+    import json
+    import urllib.request
+
+    def post(payload: dict) -> dict:
+        req = urllib.request.Request(server[0] + "api/predict", data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 200
+            return json.loads(r.read())
+
+    review = "배우들 연기가 정말 좋았어요"
+    [p] = post({"text": review})["predictions"]
+    gradio = confidences(client.predict(review, api_name="/predict"))
+    assert p["scores"]["positive"] == pytest.approx(gradio[POS], abs=1e-3)
+    texts = [f"{k}번째 리뷰: {'재밌었어요' if k % 2 else '지루했어요'}" for k in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda t: post({"text": t})["predictions"][0], texts))
+    together = post({"texts": texts})["predictions"]
+    assert [a["scores"]["positive"] for a in answers] == pytest.approx([t["scores"]["positive"] for t in together], abs=1e-3)
+    assert post({"texts": ["", None]})["predictions"][0]["label"] is None
+    with urllib.request.urlopen(server[0] + "api/health", timeout=10) as r:
+        assert json.loads(r.read())["status"] == "ok"

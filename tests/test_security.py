@@ -122,3 +122,18 @@ def test_no_route_skips_the_queue(server):
         status, body = post(f"{server}gradio_api/run/{api}", json.dumps({"data": ["재밌다"]}).encode())
         assert status == 404, (api, status, body[:200])
     assert call(server, "predict", "재밌다")[0] == "complete"  # the queued route still answers
+
+
+def test_a_login_guards_the_page_and_both_apis(tiny_model_dir, tmp_path):
+    """With --auth (here GRADIO_AUTH), nothing answers a stranger: Gradio's API wants its login and
+    the JSON API the same USER:PASSWORD as HTTP Basic."""
+    import base64
+
+    with running_app(tiny_model_dir, tmp_path / "app.log", GRADIO_AUTH="me:s3cret") as (url, _):
+        assert post(f"{url}gradio_api/call/predict", json.dumps({"data": ["재밌다"]}).encode())[0] == 401
+        assert post(f"{url}api/predict", json.dumps({"text": "재밌다"}).encode())[0] == 401
+        assert get(f"{url}api/health")[0] == 401
+        login = {"Authorization": "Basic " + base64.b64encode(b"me:s3cret").decode(), "Content-Type": "application/json"}
+        req = urllib.request.Request(f"{url}api/predict", data=json.dumps({"text": "재밌다"}).encode(), headers=login, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.status == 200 and len(json.loads(r.read())["predictions"]) == 1

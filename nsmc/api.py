@@ -1,0 +1,120 @@
+"""A plain JSON API beside the Gradio page: one POST, one JSON answer, for programs and load.
+
+    POST /api/predict   {"text": "정말 재밌었다"}  or  {"texts": ["정말 재밌었다", "시간 아깝다"]}
+      -> {"model": "nsmc-small",
+          "predictions": [{"label": "positive", "scores": {"negative": 0.03, "positive": 0.97}, "truncated": false}]}
+    GET  /api/health    -> {"status": "ok", "model": ..., "runtime": ..., "labels": [...]}
+
+Why it exists: a Gradio call is a POST, a queue entry and an event stream, about 5 ms of one
+core's Python per request here (bench/RESULTS.md), as much as the small model's own forward pass.
+These routes skip all of that: requests go straight to a `Batcher`, so reviews that arrive
+together still share forward passes, and the event loop only parses and answers JSON.
+
+Same limits and rules as the page: at most MAX_ROWS reviews and MAX_BYTES of body a call,
+reviews cut at MAX_CHARS (`truncated` says so), a blank review gets `label: null` and a note,
+non-strings are read as text. A full queue answers 503 with Retry-After rather than queueing
+without bound. With a login (`--auth`), both routes want the same USER:PASSWORD as HTTP Basic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import secrets
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from nsmc.batcher import Batcher, Busy
+from nsmc.inference import MAX_CHARS, SentimentClassifier, as_text, is_blank
+
+BLANK = "blank review: nothing to classify"
+log = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.headers = status, headers
+
+
+def _check_login(request: Request, auth: tuple[str, str] | None) -> None:
+    if auth is None:
+        return
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    try:
+        user, _, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        user = password = ""
+    # compare_digest on both parts, always: the time taken says nothing about which part was wrong.
+    ok = secrets.compare_digest(user.encode(), auth[0].encode()) & secrets.compare_digest(password.encode(), auth[1].encode())
+    if scheme.lower() != "basic" or not ok:
+        raise Refused(401, "login required: send the app's USER:PASSWORD as HTTP Basic auth (curl -u USER:PASSWORD)",
+                      {"WWW-Authenticate": 'Basic realm="nsmc"'})
+
+
+async def _read_json(request: Request, max_bytes: int):
+    """The body as JSON, read no further than max_bytes."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise Refused(413, f"body of {int(length):,} bytes: the limit is {max_bytes:,}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise Refused(413, f"body over {max_bytes:,} bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Refused(400, 'body is not JSON: send {"text": "..."} or {"texts": ["...", ...]}') from None
+
+
+def _texts(payload, max_rows: int) -> list[str]:
+    if isinstance(payload, dict) and "texts" in payload and isinstance(payload["texts"], list):
+        values = payload["texts"]
+    elif isinstance(payload, dict) and "text" in payload:
+        values = [payload["text"]]
+    else:
+        raise Refused(422, 'send {"text": "one review"} or {"texts": ["a review", "another", ...]}')
+    if len(values) > max_rows:
+        raise Refused(413, f"{len(values):,} reviews: the limit is {max_rows:,} a call")
+    return [as_text(v) for v in values]
+
+
+def routes(classifier: SentimentClassifier, batcher: Batcher, auth: tuple[str, str] | None = None,
+           max_rows: int = 5_000, max_bytes: int = 2 * 2**20) -> list[Route]:
+    """The two routes, for `demo.launch(app_kwargs={"routes": ...})` or any Starlette app."""
+    names = classifier.label_names
+
+    def answer(text: str, probs) -> dict:
+        if is_blank(text):
+            return {"label": None, "scores": None, "truncated": False, "note": BLANK}
+        return {"label": names[int(probs.argmax())], "scores": dict(zip(names, map(float, probs))),
+                "truncated": len(text) > MAX_CHARS}
+
+    async def predict(request: Request) -> JSONResponse:
+        try:
+            _check_login(request, auth)
+            texts = _texts(await _read_json(request, max_bytes), max_rows)
+            probs = await asyncio.wrap_future(batcher.submit(texts))
+        except Refused as e:
+            return JSONResponse({"error": str(e)}, e.status, e.headers)
+        except Busy:
+            return JSONResponse({"error": "the server is busy: try again in a second"}, 503, {"Retry-After": "1"})
+        except Exception as e:  # the model failed: the caller gets a message, the log gets the traceback
+            log.exception("scoring failed")
+            return JSONResponse({"error": f"could not score these reviews ({type(e).__name__}); the server log has details"}, 500)
+        return JSONResponse({"model": classifier.name, "predictions": [answer(t, p) for t, p in zip(texts, probs)]})
+
+    async def health(request: Request) -> JSONResponse:
+        try:
+            _check_login(request, auth)
+        except Refused as e:
+            return JSONResponse({"error": str(e)}, e.status, e.headers)
+        return JSONResponse({"status": "ok", "model": classifier.name, "runtime": classifier.runtime.name, "labels": names})
+
+    return [Route("/api/predict", predict, methods=["POST"]), Route("/api/health", health, methods=["GET"])]
