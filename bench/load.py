@@ -3,7 +3,7 @@
 Usage:
     python bench/load.py --model models/nsmc-small                 # both APIs: 16 clients, 60 s, then on to 10,000 requests
     python bench/load.py --model DIR --api json --clients 16 --seconds 60 --requests 10000 --no-write
-    python bench/load.py --model .cache/bench/kcbert-base-random --requests 0 --warmup 100
+    python bench/load.py --model .cache/bench/kcbert-base-random --requests 0 --warmup 300
         # the kcbert-base architecture with random weights (bench/speed.py builds it): the same compute
         # per review as kcbert-base, so it shows the serving layer's share with a model that size
 

@@ -58,3 +58,13 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     out = make_tiny_model(tmp_path_factory.mktemp("tiny-model"), tiny_tokenizer)
     (out / "metrics.json").write_text(json.dumps({"test_acc": 0.5, "test_f1": 0.5, "val_acc": 0.5}))
     return out
+
+
+@pytest.fixture(scope="session")
+def app_server(tiny_model_dir, tmp_path_factory):
+    """(url, process) of one real `app.py` serving the tiny model, shared by the app, security and
+    browser tests (each start costs ~10 s of imports)."""
+    from app_server import running_app
+
+    with running_app(tiny_model_dir, tmp_path_factory.mktemp("app") / "app.log") as (url, proc):
+        yield url, proc

@@ -8,16 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from app_server import ROOT, app_env, running_app
+from app_server import ROOT, app_env
 
 POS, NEG = "긍정 (positive)", "부정 (negative)"
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    log = tmp_path_factory.mktemp("app") / "app.log"
-    with running_app(tiny_model_dir, log) as (url, proc):
-        yield url, proc
+def server(app_server):
+    return app_server
 
 
 @pytest.fixture(scope="module")

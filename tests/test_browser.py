@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from app_server import running_app
-
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
@@ -49,26 +47,26 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
-def test_type_submit_and_read_the_label(tiny_model_dir, tmp_path, browser):
+def test_type_submit_and_read_the_label(app_server, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     review = '배우들 연기가 정말 좋았어요 <img src=x onerror="document.title=\'pwned\'"> 😍'
-    with running_app(tiny_model_dir, tmp_path / "app.log") as (url, _):
-        browser.get(url)
-        wait = WebDriverWait(browser, 30)
-        box = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#review textarea"))
-        title = browser.title
-        box.send_keys(review)
-        browser.find_element(By.CSS_SELECTOR, "#analyze").click()
+    url = app_server[0]
+    browser.get(url)
+    wait = WebDriverWait(browser, 30)
+    box = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#review textarea"))
+    title = browser.title
+    box.send_keys(review)
+    browser.find_element(By.CSS_SELECTOR, "#analyze").click()
 
-        verdict = wait.until(lambda d: next((t for t in ["긍정 (positive)", "부정 (negative)"]
-                                             if t in d.find_element(By.ID, "sentiment").text), None))
-        why = wait.until(lambda d: d.find_element(By.ID, "why").text.strip() or None)
-        ARTIFACTS.mkdir(exist_ok=True)
-        shot = ARTIFACTS / "browser-single-review.png"
-        browser.save_screenshot(str(shot))
-        print(f"\nscreenshot: {shot}")
+    verdict = wait.until(lambda d: next((t for t in ["긍정 (positive)", "부정 (negative)"]
+                                         if t in d.find_element(By.ID, "sentiment").text), None))
+    why = wait.until(lambda d: d.find_element(By.ID, "why").text.strip() or None)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "browser-single-review.png"
+    browser.save_screenshot(str(shot))
+    print(f"\nscreenshot: {shot}")
 
     label_text = browser.find_element(By.ID, "sentiment").text
     assert verdict in label_text

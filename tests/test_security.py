@@ -27,9 +27,8 @@ def test_gradio_is_past_the_known_advisories():
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    with running_app(tiny_model_dir, tmp_path_factory.mktemp("app") / "app.log") as (url, proc):
-        yield url
+def server(app_server):
+    return app_server[0]
 
 
 def get(url: str) -> tuple[int, bytes]:
