@@ -472,19 +472,20 @@ def report(res: dict, command: str) -> str:
     for mres in res["models"]:
         name = mres["model"]
         out += [f"### {name} ({mres['params_m']}M parameters; `{Path(mres['path']).relative_to(ROOT) if Path(mres['path']).is_relative_to(ROOT) else mres['path']}`)", ""]
-        out += [f"Reviews: {res['reviews']} drawn from the test split (seed {res['seed']}). Slow and fast tokenizers gave identical ids "
+        out += [] if not mres["latency"] else [f"Reviews: {res['reviews']} drawn from the test split (seed {res['seed']}). Slow and fast tokenizers gave identical ids "
                 f"for {mres['same_tokens']}. Prediction agreement with the tutorial's fp32 on 64 reviews: "
                 + ", ".join(f"{k} {v:.0%}" for k, v in mres["agree_with_tutorial_fp32"].items()) + ".", ""]
-        if mres["latency"]:
-            tut = mres["latency"]["tutorial"]
-            sm = mres.get("serve_memory", {})
+        sm = mres.get("serve_memory", {})
+        if mres["latency"] or sm:  # --sections memory alone still gets its column (the rest n/a)
+            tut = mres["latency"].get("tutorial", {})
             out += ["| one review | p50 ms | p95 ms | reviews/s | p50 speed-up | batch-32 reviews/s | batch speed-up | serving peak RSS MB |",
                     "|---|---:|---:|---:|---:|---:|---:|---:|"]
-            for k, v in mres["latency"].items():
+            for k in mres["latency"] or sm:
+                v = mres["latency"].get(k, {})
                 b = mres["batch"].get(k, {}).get("median_reviews_per_s")
                 bt = mres["batch"].get("tutorial", {}).get("median_reviews_per_s")
-                out.append(f"| {k} | {fmt(v['p50_ms'])} | {fmt(v['p95_ms'])} | {fmt(v['reviews_per_s'])} | "
-                           f"{'-' if k == 'tutorial' else ratio(tut['p50_ms'], v['p50_ms'])} | {fmt(b)} | {'-' if k == 'tutorial' else ratio(b, bt)} | "
+                out.append(f"| {k} | {fmt(v.get('p50_ms'))} | {fmt(v.get('p95_ms'))} | {fmt(v.get('reviews_per_s'))} | "
+                           f"{'-' if k == 'tutorial' else ratio(tut.get('p50_ms'), v.get('p50_ms'))} | {fmt(b)} | {'-' if k == 'tutorial' else ratio(b, bt)} | "
                            f"{sm.get(k, {}).get('peak_rss_mb', 'n/a')} |")
             out += ["", "Serving peak RSS: a fresh process that loads only that variant and answers 32 reviews one by one, then as one "
                     "batch (`--sections memory`; Python + torch + transformers alone take a few hundred MB of it). The ONNX rows still hold the "
