@@ -69,7 +69,7 @@ async def _read_json(request: Request, max_bytes: int):
             raise Refused(413, f"body over {max_bytes:,} bytes")
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise Refused(400, 'body is not JSON: send {"text": "..."} or {"texts": ["...", ...]}') from None
 
 

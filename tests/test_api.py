@@ -6,6 +6,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -71,6 +73,7 @@ def test_huge_review_is_cut_and_says_so(client):
     (b"[1, 2]", 422, '"texts"'),
     (b'{"review": "x"}', 422, '"text"'),
     (b'{"texts": "one string"}', 422, '"texts"'),
+    (b"[" * 100_000, 400, "not JSON"),  # nested past Python's recursion limit
 ])
 def test_bad_bodies_get_a_clear_message(client, body, status, words):
     r = client.post("/api/predict", content=body)
@@ -128,3 +131,27 @@ def test_login_is_required_when_the_app_has_one(clf):
 def test_health_names_the_model(client, clf):
     body = client.get("/api/health").json()
     assert body == {"status": "ok", "model": clf.name, "runtime": clf.runtime.name, "labels": ["negative", "positive"]}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=st.one_of(
+    json_values,
+    st.fixed_dictionaries({"text": json_values}),
+    st.fixed_dictionaries({"texts": st.lists(json_values, max_size=6)}),
+))
+def test_any_json_gets_an_answer_never_a_crash(client, payload):
+    r = client.post("/api/predict", content=json.dumps(payload))
+    assert r.status_code in (200, 422), r.text
+    body = r.json()
+    if r.status_code == 422:
+        assert "texts" in body["error"]
+        return
+    for p in body["predictions"]:
+        assert p["scores"] is None or sum(p["scores"].values()) == pytest.approx(1.0, abs=1e-5)
