@@ -5,8 +5,9 @@
           "predictions": [{"label": "positive", "scores": {"negative": 0.03, "positive": 0.97}, "truncated": false}]}
     GET  /api/health    -> {"status": "ok", "model": ..., "runtime": ..., "labels": [...]}
 
-Why it exists: a Gradio call is a POST, a queue entry and an event stream, about 5 ms of one
-core's Python per request here (bench/RESULTS.md), as much as the small model's own forward pass.
+Why it exists: a Gradio call is a POST, a queue entry and an event stream, 3-4 ms of the cores
+per request on a 2-core machine (bench/RESULTS.md, `## Load`), as much as the small model's own
+work; these routes cost about 0.6 ms.
 These routes skip all of that: requests go straight to a `Batcher`, so reviews that arrive
 together still share forward passes, and the event loop only parses and answers JSON.
 
