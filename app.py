@@ -166,8 +166,8 @@ with gr.Blocks(title="NSMC 영화 리뷰 감정 분석", delete_cache=(3600, 360
                     show_legend=False, show_inline_category=False, elem_id="why",
                 )
                 note = gr.Markdown(elem_id="note")
-        # Single reviews that arrive together share one forward pass (the classifier runs one pass
-        # at a time, whichever event asks, so the handlers below never oversubscribe the cores).
+        # Single reviews that arrive together share one forward pass (the classifier bounds passes in
+        # flight to what the cores take, whichever event asks, so no handler oversubscribes them).
         gr.on([button.click, text.submit], predict, text, label, api_name="predict", batch=True,
               max_batch_size=MAX_BATCH, concurrency_limit=1).then(
             explain, text, [why, note], api_name="explain", concurrency_limit=1)
@@ -206,7 +206,7 @@ def main() -> None:
                 # a copy of the page config for each. Nothing here is stateful, so keep few.
                 state_session_capacity=SESSIONS_KEPT,
                 # /api/predict and /api/health: plain JSON beside Gradio's own API, behind the same login.
-                app_kwargs={"routes": api.routes(classifier, batcher, auth, MAX_ROWS, MAX_BYTES)},
+                app_kwargs={"routes": api.routes(classifier, batcher, auth)},
                 prevent_thread_lock=True)
     if args.share and not demo.share_url:
         # Gradio's own message offline blames a missing frpc file; say what actually happened.

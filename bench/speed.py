@@ -476,11 +476,11 @@ def report(res: dict, command: str) -> str:
                 f"for {mres['same_tokens']}. Prediction agreement with the tutorial's fp32 on 64 reviews: "
                 + ", ".join(f"{k} {v:.0%}" for k, v in mres["agree_with_tutorial_fp32"].items()) + ".", ""]
         sm = mres.get("serve_memory", {})
-        if mres["latency"] or sm:  # --sections memory alone still gets its column (the rest n/a)
+        if mres["latency"] or mres["batch"] or sm:  # any one section alone still gets its columns (the rest n/a)
             tut = mres["latency"].get("tutorial", {})
             out += ["| one review | p50 ms | p95 ms | reviews/s | p50 speed-up | batch-32 reviews/s | batch speed-up | serving peak RSS MB |",
                     "|---|---:|---:|---:|---:|---:|---:|---:|"]
-            for k in mres["latency"] or sm:
+            for k in mres["latency"] or mres["batch"] or sm:
                 v = mres["latency"].get(k, {})
                 b = mres["batch"].get(k, {}).get("median_reviews_per_s")
                 bt = mres["batch"].get("tutorial", {}).get("median_reviews_per_s")
@@ -536,7 +536,7 @@ def targets(res: dict) -> list[str]:
         for state, goal in (("cold", 4), ("cache", 20)):
             r = p[f"tutorial-{state}"]["median_s"] / p[f"ours-{state}"]["median_s"]
             lines.append(f"data preparation, {'cold' if state == 'cold' else 'from cache'}: {r:.1f}x (target {goal}x: {'met' if r >= goal else 'not met'})")
-    return lines or ["no sections run"]
+    return lines or ["no kcbert-base or preparation results to compare with the targets"]
 
 
 def write_section(text: str, path: Path = RESULTS, heading: str = "## Speed") -> None:

@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from nsmc.batcher import Batcher, Busy
 from nsmc.inference import MAX_CHARS, SentimentClassifier, as_text, is_blank
+from nsmc.uploads import MAX_BYTES, MAX_ROWS
 
 BLANK = "blank review: nothing to classify"
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def _texts(payload, max_rows: int) -> list[str]:
 
 
 def routes(classifier: SentimentClassifier, batcher: Batcher, auth: tuple[str, str] | None = None,
-           max_rows: int = 5_000, max_bytes: int = 2 * 2**20) -> list[Route]:
+           max_rows: int = MAX_ROWS, max_bytes: int = MAX_BYTES) -> list[Route]:
     """The two routes, for `demo.launch(app_kwargs={"routes": ...})` or any Starlette app."""
     names = classifier.label_names
 

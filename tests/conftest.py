@@ -44,6 +44,14 @@ def make_tiny_model(out_dir: Path, tokenizer, seed: int = 0, **overrides) -> Pat
     return out_dir
 
 
+@pytest.fixture(scope="session", autouse=True)
+def runtime_cache(tmp_path_factory):
+    """ONNX graphs built for the tests' throwaway models go to a temporary folder, not the project's
+    .cache/runtime/ (each run's models have new paths, so each would add folders there). Set in the
+    environment, so the app servers the tests start inherit it."""
+    os.environ["NSMC_RUNTIME_CACHE"] = str(tmp_path_factory.mktemp("runtime-cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     from train.vocab import read_texts, train_wordpiece

@@ -74,7 +74,7 @@ def test_non_string_through_the_api(client, value):
 
 def test_null_through_the_api_is_blank(client):
     result = client.predict(None, api_name="/predict")
-    assert result["confidences"] is None and "review" in result["label"]
+    assert result["confidences"] is None and "리뷰를 입력해 주세요" in result["label"]
 
 
 def test_batch_takes_a_list_or_lines(client):

@@ -16,10 +16,12 @@ class Recorder:
 
     def __init__(self):
         self.calls: list[list[str]] = []
+        self.entered = threading.Event()  # a worker is inside a call (and held there while the gate is shut)
         self.gate = threading.Event()
         self.gate.set()
 
     def __call__(self, texts: list[str]) -> np.ndarray:
+        self.entered.set()
         self.gate.wait()
         self.calls.append(list(texts))
         # A probability per text that identifies it: its length, so answers can be checked.
@@ -41,7 +43,7 @@ def test_requests_waiting_together_share_one_call_up_to_max_batch():
     score.gate.clear()  # hold the worker on the first request while the rest queue up
     batcher = Batcher(score, workers=1, max_batch=8)
     first = batcher.submit(["x"])
-    time.sleep(0.05)
+    assert score.entered.wait(5)  # the worker holds the first request
     futures = [batcher.submit([f"r{i}", f"s{i}", f"t{i}"]) for i in range(6)]  # 18 texts waiting
     score.gate.set()
     for f in [first, *futures]:
@@ -64,7 +66,7 @@ def test_full_queue_refuses_instead_of_growing():
     score.gate.clear()
     batcher = Batcher(score, workers=1, max_batch=1, max_waiting=3)
     held = batcher.submit(["held"])  # taken by the worker, waiting at the gate
-    time.sleep(0.05)
+    assert score.entered.wait(5)  # the worker holds the first request
     waiting = [batcher.submit([str(i)]) for i in range(3)]
     with pytest.raises(Busy):
         batcher.submit(["one too many"])
@@ -90,7 +92,7 @@ def test_a_cancelled_request_is_not_scored():
     score.gate.clear()
     batcher = Batcher(score, workers=1, max_batch=1)
     held = batcher.submit(["held"])
-    time.sleep(0.05)
+    assert score.entered.wait(5)  # the worker holds the first request
     gone = batcher.submit(["gone"])
     assert gone.cancel()
     score.gate.set()
@@ -106,7 +108,7 @@ def test_workers_score_side_by_side():
         with lock:
             running[0] += 1
             most[0] = max(most[0], running[0])
-        time.sleep(0.05)
+        time.sleep(0.05)  # long enough for the other worker to start its own call
         with lock:
             running[0] -= 1
         return np.zeros((len(texts), 2), dtype=np.float32)

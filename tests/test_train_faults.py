@@ -238,12 +238,10 @@ def read_only_dir(tmp_path):
 @pytest.mark.parametrize("sub", ["", "run"], ids=["the-folder", "a-folder-inside"])
 def test_read_only_output_dir_fails_before_training(model_dir, read_only_dir, sub):
     out = read_only_dir / sub if sub else read_only_dir
-    began = time.time()
     rc, log = finish(start(train_args(model_dir, out)), timeout=60)
     assert rc != 0
     assert "Cannot write to the output folder" in log and str(read_only_dir) in log
-    assert "Traceback" not in log and "Epoch" not in log
-    assert time.time() - began < 30
+    assert "Traceback" not in log and "Epoch" not in log  # refused before the first epoch began
 
 
 def test_full_disk_fails_before_training(model_dir, tmp_path):
