@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# ONNX graphs built for the tests' throwaway models go to a temporary folder, not the project's
+# .cache/runtime/ (each run's models have new paths, so each run would add folders there). Set
+# here, before any test module copies os.environ for the subprocesses it starts.
+os.environ["NSMC_RUNTIME_CACHE"] = tempfile.mkdtemp(prefix="nsmc-test-runtime-")
+atexit.register(shutil.rmtree, os.environ["NSMC_RUNTIME_CACHE"], ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -42,14 +50,6 @@ def make_tiny_model(out_dir: Path, tokenizer, seed: int = 0, **overrides) -> Pat
     BertForSequenceClassification(config).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
-
-
-@pytest.fixture(scope="session", autouse=True)
-def runtime_cache(tmp_path_factory):
-    """ONNX graphs built for the tests' throwaway models go to a temporary folder, not the project's
-    .cache/runtime/ (each run's models have new paths, so each would add folders there). Set in the
-    environment, so the app servers the tests start inherit it."""
-    os.environ["NSMC_RUNTIME_CACHE"] = str(tmp_path_factory.mktemp("runtime-cache"))
 
 
 @pytest.fixture(scope="session")
