@@ -86,8 +86,14 @@ def test_resume_continues_to_the_same_end(run):
 
 
 def test_export_command_and_evaluate_command(run, corpus, tmp_path):
+    import torch
+    from safetensors import safe_open
+
     cli("train.export", run["out"] / "checkpoints" / "best.ckpt", tmp_path / "half", "--dtype", "float16")
-    assert json.loads((tmp_path / "half" / "config.json").read_text())["id2label"]["1"] == "positive"
+    config = json.loads((tmp_path / "half" / "config.json").read_text())
+    assert config["id2label"]["1"] == "positive" and config["dtype"] == "float32"  # loads as float32
+    with safe_open(tmp_path / "half" / "model.safetensors", "pt") as weights:
+        assert weights.get_tensor(next(iter(weights.keys()))).dtype == torch.float16  # stored as float16
     proc = cli("train.evaluate", tmp_path / "half", "--corpus-dir", corpus, "--split", "test", "--out", tmp_path / "eval")
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["n"] == 120 and 0 <= report["accuracy"] <= 1 and sum(map(sum, report["confusion"])) == 120

@@ -66,6 +66,9 @@ def export(ckpt_path: str | Path, out_dir: str | Path, dtype: str = "float32", m
     model.config.label2id = {name: i for i, name in enumerate(LABELS)}
     out.mkdir(parents=True, exist_ok=True)
     model.to(DTYPES[dtype]).save_pretrained(out)
+    # Stored half-size, loaded as float32: transformers loads config.dtype, and float16 on CPU is slow.
+    model.config.dtype = "float32"
+    model.config.save_pretrained(out)
     tokenizer.save_pretrained(out)
     if settings:
         (out / "train_config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False, allow_unicode=True), encoding="utf-8")
