@@ -1,5 +1,6 @@
 """The model shipped in models/nsmc-small: loads, is small, and gets obvious reviews right."""
 
+import dataclasses
 import json
 
 import pytest
@@ -41,3 +42,16 @@ def test_loads_with_transformers_pipeline():
     classify = pipeline("text-classification", model=str(MODEL))
     assert classify.model.dtype == torch.float32  # stored float16; float16 on CPU is slow
     assert classify(POSITIVE[0])[0]["label"] == "positive"
+
+
+def test_preset_reproduces_the_shipped_run():
+    import yaml
+
+    from train.config import TrainConfig, parse
+
+    preset = dataclasses.asdict(parse(TrainConfig, [str(ROOT / "configs" / "nsmc-small.yaml")]))
+    shipped = yaml.safe_load((MODEL / "train_config.yaml").read_text(encoding="utf-8"))
+    # Folders and loader processes are the machine's; the rest is the recipe.
+    machine = {"pretrained_model_name", "corpus_dir", "downstream_model_dir", "cpu_workers"}
+    differ = {k: (preset.get(k), v) for k, v in shipped.items() if k not in machine and preset.get(k) != v}
+    assert not differ, differ
