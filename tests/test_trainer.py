@@ -77,12 +77,14 @@ def test_resume_refuses_a_pickle_bearing_checkpoint(base_model, corpus, tmp_path
 
 
 def test_ddp_on_two_processes_scores_each_test_review_once(base_model, corpus, tmp_path):
-    """Lightning's default DistributedSampler would pad 121 reviews to 122 (61 a process)."""
+    """Lightning's default DistributedSampler would pad 121 test reviews to 122 (61 a process), and the
+    61 validation reviews, which choose the checkpoint, to 62."""
     out = tmp_path / "ddp"
     log = ok(train("--pretrained_model_name", base_model, "--corpus_dir", corpus, "--downstream_model_dir", out,
-                   "--cache_dir", tmp_path / "cache", "--devices", "2", "--strategy", "ddp", "--max_steps", "3"))
+                   "--cache_dir", tmp_path / "cache", "--devices", "2", "--strategy", "ddp", "--max_steps", "3",
+                   "--val_size", "61"))
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["test_n"] == 121 and metrics["val_n"] == 60  # smoke.yaml: val_size 60
+    assert metrics["test_n"] == 121 and metrics["val_n"] == 61
     assert f"test accuracy {metrics['test_acc']:.4f} on 121 reviews" in log
     assert round(metrics["test_acc"] * 121) == pytest.approx(metrics["test_acc"] * 121, abs=1e-3)  # k/121, not k/122
     assert (out / "export" / "model.safetensors").is_file()
