@@ -1,7 +1,8 @@
 """Fine-tune a BERT classifier on NSMC and export it as a Hugging Face model folder.
 
 Usage:
-    python -m train configs/smoke.yaml                     # a 1-minute CPU check on a tiny model
+    python -m train.pretrain configs/pretrain-smoke.yaml   # first: the smoke preset's tiny base model
+    python -m train configs/smoke.yaml                     # a 1-minute CPU check on that tiny model
     python -m train configs/kcbert.yaml                    # the tutorial's run: kcbert-base, 3 epochs
     python -m train configs/kcbert.yaml --corpus_dir ../shared/data/nsmc --batch_size 64
     python -m train configs/kcbert.yaml --resume           # continue an interrupted run

@@ -6,8 +6,8 @@ import math
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nsmc import corpus
