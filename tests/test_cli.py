@@ -16,12 +16,14 @@ from train.cli import EXIT_USER_ERROR
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
 # No network, whatever the machine has: urllib (Korpora's download) goes through a proxy that refuses.
-OFFLINE = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
+OFFLINE = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "no_proxy": "",
+           "NO_PROXY": ""}
 
 
 def cli(*args, cwd=ROOT, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=cwd, env={**ENV, "PYTHONPATH": str(ROOT), **env},
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=cwd,
+                          env={**ENV, "PYTHONPATH": str(ROOT), **env}, capture_output=True, text=True,
+                          timeout=300)
 
 
 def assert_user_error(proc, *needles):
@@ -41,7 +43,8 @@ def base_model(tmp_path_factory, tiny_tokenizer):
 def test_every_command_ends_a_mistake_in_one_message(command, tmp_path):
     missing = tmp_path / "missing"
     args = {
-        "train.pretrain": ["configs/pretrain-smoke.yaml", "--texts", missing / "reviews.txt", "--output_dir", tmp_path / "o"],
+        "train.pretrain": ["configs/pretrain-smoke.yaml", "--texts", missing / "reviews.txt",
+                           "--output_dir", tmp_path / "o"],
         "train.evaluate": [missing, "--corpus-dir", "tests/fixtures"],
         "train.export": [missing / "best.ckpt", tmp_path / "o"],
         "train.vocab": [tmp_path / "o", missing / "reviews.txt"],
@@ -65,12 +68,14 @@ def test_a_run_folder_that_was_there_is_kept_and_a_run_with_checkpoints_is_named
     assert exit_info.value.code == EXIT_USER_ERROR
     assert kept.is_dir() and (trained / "checkpoints" / "last.ckpt").is_file()
     assert capsys.readouterr().err.splitlines() == [
-        "error: the test file is missing", f"The run so far is in {trained}: the same command with --resume continues it."]
+        "error: the test file is missing",
+        f"The run so far is in {trained}: the same command with --resume continues it."]
 
 
 def test_smoke_preset_before_its_base_model_says_which_command_makes_it(tmp_path):
     """Run from a folder without runs/pretrain-smoke (a fresh clone), not a Hub download hint."""
-    proc = cli("train", ROOT / "configs" / "smoke.yaml", "--downstream_model_dir", tmp_path / "o", cwd=tmp_path)
+    proc = cli("train", ROOT / "configs" / "smoke.yaml", "--downstream_model_dir", tmp_path / "o",
+               cwd=tmp_path)
     assert_user_error(proc, "python -m train.pretrain configs/pretrain-smoke.yaml", "Run that first")
     assert "hf download" not in proc.stderr
     assert not (tmp_path / "o").exists()
@@ -95,5 +100,6 @@ def test_korpora_missing_a_dependency_names_it_and_the_install(monkeypatch, tmp_
     for name in [m for m in sys.modules if m == "Korpora" or m.startswith("Korpora.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "xlrd", None)  # `import xlrd` raises ImportError
-    with pytest.raises(UserError, match=r"xlrd.*requirements-train\.txt.*--no-deps Korpora==0\.2\.0.*--corpus_dir"):
+    fix = r"xlrd.*requirements-train\.txt.*--no-deps Korpora==0\.2\.0.*--corpus_dir"
+    with pytest.raises(UserError, match=fix):
         corpus.download(tmp_path)

@@ -38,7 +38,8 @@ def test_korpora_dependencies_are_installed_by_the_requirements_except_the_datac
     assert "dataclasses" not in installed
     makefile = (ROOT / "Makefile").read_text()
     assert "-r requirements-train.txt" in makefile and "--no-deps Korpora==0.2.0" in makefile
-    assert "pip install -r requirements-train.txt" in README and "pip install --no-deps Korpora==0.2.0" in README
+    for line in ("pip install -r requirements-train.txt", "pip install --no-deps Korpora==0.2.0"):
+        assert line in README
 
 
 def test_readme_says_to_use_the_venv_after_make():
@@ -59,3 +60,15 @@ def test_readme_badge_opens_the_notebook_and_names_its_placeholder():
     badge = "https://colab.research.google.com/github/OWNER/REPO/blob/main/notebooks/train_and_serve.ipynb"
     assert badge in README and (ROOT / "notebooks" / "train_and_serve.ipynb").is_file()
     assert "OWNER/REPO" in (ROOT / "notebooks" / "train_and_serve.ipynb").read_text()
+
+
+def test_readme_training_commands_parse_as_written():
+    """`python -m train configs/kcbert.yaml --resume` was an argparse error: flags need no `true`."""
+    from train.config import PretrainConfig, TrainConfig, parse
+
+    commands = re.findall(r"^python -m (train|train\.pretrain) (configs/\S+.*?)(?:\s+#.*)?$", README, re.M)
+    assert len(commands) >= 5
+    for module, args in commands:
+        argv = args.replace("configs/", f"{ROOT}/configs/").split()
+        parse(TrainConfig if module == "train" else PretrainConfig, argv)
+    assert parse(TrainConfig, [f"{ROOT}/configs/kcbert.yaml", "--resume"]).resume is True

@@ -22,8 +22,10 @@ def test_notebook_runs_on_cpu_with_the_smoke_presets(tmp_path, monkeypatch):
     for name in ("configs", "tests", "train", "nsmc", "app.py"):
         (tmp_path / name).symlink_to(ROOT / name)
     # The kernel and its `!python ...` commands run in this interpreter's environment.
-    monkeypatch.setenv("PATH", f"{os.path.dirname(os.path.abspath(sys.executable))}{os.pathsep}{os.environ['PATH']}")
+    venv_bin = os.path.dirname(os.path.abspath(sys.executable))
+    monkeypatch.setenv("PATH", f"{venv_bin}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("NSMC_NOTEBOOK_SMOKE", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a tiny model: threads would only contend
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",

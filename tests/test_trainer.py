@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -22,8 +23,8 @@ UNSAFE_LOADS = ("`weights_only` was not set", "forcing weights_only=False")
 
 
 def train(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "train", "configs/smoke.yaml", *map(str, args)], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "train", "configs/smoke.yaml", *map(str, args)], cwd=ROOT,
+                          env=ENV, capture_output=True, text=True, timeout=300)
 
 
 def ok(proc) -> str:
@@ -40,7 +41,7 @@ def base_model(tmp_path_factory, tiny_tokenizer):
 def corpus(tmp_path_factory, fixtures_dir):
     """An odd number of test reviews (121), so two devices cannot split them evenly."""
     d = tmp_path_factory.mktemp("corpus")
-    (d / "ratings_train.txt").write_text((fixtures_dir / "ratings_train.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    shutil.copy(fixtures_dir / "ratings_train.txt", d)
     test = (fixtures_dir / "ratings_test.txt").read_text(encoding="utf-8")
     (d / "ratings_test.txt").write_text(test + "999\t한 번 더 보고 싶은 영화\t1\n", encoding="utf-8")
     return d
@@ -68,7 +69,8 @@ class Exploit:
 def test_resume_refuses_a_pickle_bearing_checkpoint(base_model, corpus, tmp_path):
     out, marker = tmp_path / "sent-to-you", tmp_path / "code-ran"
     (out / "checkpoints").mkdir(parents=True)
-    torch.save({"state_dict": {"model.w": torch.zeros(2)}, "callbacks": Exploit(marker)}, out / "checkpoints" / "last.ckpt")
+    evil = {"state_dict": {"model.w": torch.zeros(2)}, "callbacks": Exploit(marker)}
+    torch.save(evil, out / "checkpoints" / "last.ckpt")
     proc = train("--pretrained_model_name", base_model, "--corpus_dir", corpus, "--downstream_model_dir", out,
                  "--cache_dir", tmp_path / "cache", "--resume")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -80,11 +82,12 @@ def test_ddp_on_two_processes_scores_each_test_review_once(base_model, corpus, t
     """Lightning's default DistributedSampler would pad 121 test reviews to 122 (61 a process), and the
     61 validation reviews, which choose the checkpoint, to 62."""
     out = tmp_path / "ddp"
-    log = ok(train("--pretrained_model_name", base_model, "--corpus_dir", corpus, "--downstream_model_dir", out,
-                   "--cache_dir", tmp_path / "cache", "--devices", "2", "--strategy", "ddp", "--max_steps", "3",
-                   "--val_size", "61"))
+    log = ok(train("--pretrained_model_name", base_model, "--corpus_dir", corpus,
+                   "--downstream_model_dir", out, "--cache_dir", tmp_path / "cache",
+                   "--devices", "2", "--strategy", "ddp", "--max_steps", "3", "--val_size", "61"))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_n"] == 121 and metrics["val_n"] == 61
     assert f"test accuracy {metrics['test_acc']:.4f} on 121 reviews" in log
-    assert round(metrics["test_acc"] * 121) == pytest.approx(metrics["test_acc"] * 121, abs=1e-3)  # k/121, not k/122
+    correct = metrics["test_acc"] * 121
+    assert correct == pytest.approx(round(correct), abs=1e-3)  # k/121, not k/122
     assert (out / "export" / "model.safetensors").is_file()
