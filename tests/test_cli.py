@@ -57,7 +57,8 @@ def test_a_run_folder_that_was_there_is_kept_and_a_run_with_checkpoints_is_named
     from train.cli import command_errors
 
     kept, trained = tmp_path / "kept", tmp_path / "trained"
-    kept.mkdir()
+    (kept / "checkpoints").mkdir(parents=True)
+    (kept / "checkpoints" / "last.ckpt").write_bytes(b"")  # e.g. the damaged checkpoint --resume refused
     with pytest.raises(SystemExit) as exit_info:
         with command_errors() as outputs:
             outputs.watch(kept)
@@ -66,10 +67,27 @@ def test_a_run_folder_that_was_there_is_kept_and_a_run_with_checkpoints_is_named
             (trained / "checkpoints" / "last.ckpt").write_bytes(b"")
             raise UserError("the test file is missing")
     assert exit_info.value.code == EXIT_USER_ERROR
-    assert kept.is_dir() and (trained / "checkpoints" / "last.ckpt").is_file()
+    assert (kept / "checkpoints" / "last.ckpt").is_file() and (trained / "checkpoints" / "last.ckpt").is_file()
     assert capsys.readouterr().err.splitlines() == [
         "error: the test file is missing",
         f"The run so far is in {trained}: the same command with --resume continues it."]
+
+
+def test_an_interrupted_run_says_how_to_continue_and_an_empty_new_one_goes(tmp_path, capsys):
+    from train.cli import EXIT_INTERRUPTED, command_errors
+
+    resumed, fresh = tmp_path / "resumed", tmp_path / "fresh"
+    (resumed / "checkpoints").mkdir(parents=True)
+    (resumed / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        with command_errors() as outputs:
+            outputs.watch(resumed)
+            outputs.watch(fresh)
+            (fresh / "logs").mkdir(parents=True)  # Ctrl-C while the data was still being encoded
+            raise KeyboardInterrupt
+    assert exit_info.value.code == EXIT_INTERRUPTED and not fresh.exists()
+    assert capsys.readouterr().err.strip() == (
+        f"interrupted. The run so far is in {resumed}: the same command with --resume continues it.")
 
 
 def test_smoke_preset_before_its_base_model_says_which_command_makes_it(tmp_path):

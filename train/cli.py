@@ -28,15 +28,17 @@ class Outputs:
         folder = Path(folder)
         self.folders.setdefault(folder, folder.exists())
 
-    def tidy(self) -> str:
-        """Remove the half-made folders this command created; a sentence about any run left to continue."""
+    def tidy(self, interrupted: bool = False) -> str:
+        """Remove the half-made folders this command created; a sentence about any run it leaves to continue
+        (after a mistake, only a run it started: a folder that was there is the user's, left as it was)."""
         notes = []
         for folder, existed in self.folders.items():
-            has_checkpoints = any(folder.glob("checkpoints/*.ckpt"))
-            if not existed and folder.is_dir() and not has_checkpoints:
-                shutil.rmtree(folder, ignore_errors=True)
-            elif has_checkpoints:
+            if not folder.is_dir() or (existed and not interrupted):
+                continue
+            if any(folder.glob("checkpoints/*.ckpt")):
                 notes.append(f"The run so far is in {folder}: the same command with --resume continues it.")
+            elif not existed:
+                shutil.rmtree(folder, ignore_errors=True)
         return " ".join(notes)
 
 
@@ -52,6 +54,6 @@ def command_errors():
         print(f"error: {e}" + (f"\n{note}" if note else ""), file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
-        note = outputs.tidy()
+        note = outputs.tidy(interrupted=True)
         print("interrupted." + (f" {note}" if note else ""), file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
