@@ -123,11 +123,12 @@ def download(root_dir: str | Path) -> Path:
     """Fetch NSMC with Korpora (the tutorial's way) into `root_dir`; a clear error when offline."""
     try:
         from Korpora import Korpora
-    except ImportError as e:
+    except ImportError as e:  # Korpora itself, or one of its dependencies (`No module named 'xlrd'`)
         raise UserError(
-            "Downloading NSMC needs Korpora (`pip install --no-deps Korpora==0.2.0`), "
-            "or pass --corpus_dir with local ratings_train.txt / ratings_test.txt files."
-        ) from e
+            f"Downloading NSMC needs Korpora and its dependencies ({e}): run `make setup-train`, or "
+            "`pip install -r requirements-train.txt` and then `pip install --no-deps Korpora==0.2.0`. "
+            "Or pass --corpus_dir with local ratings_train.txt / ratings_test.txt files."
+        ) from None
     try:
         Korpora.fetch("nsmc", root_dir=str(root_dir))
     except Exception as e:  # Korpora raises whatever requests raises; the user needs one sentence

@@ -164,8 +164,9 @@ def parse(cls, argv=None, description: str | None = None):
         default = f.default if f.default is not dataclasses.MISSING else None
         kind = _bool if t is bool else t
         names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        flag = {"nargs": "?", "const": True} if t is bool else {}  # `--resume` alone means `--resume true`
         parser.add_argument(*names, dest=f.name, type=kind, default=None, metavar=t.__name__.upper(),
-                            help=f"{f.metadata.get('help', '')} (default: {default})")
+                            help=f"{f.metadata.get('help', '')} (default: {default})", **flag)
     args = parser.parse_args(argv)
     values: dict = {}
     if args.config:

@@ -7,6 +7,7 @@ import math
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nsmc import corpus
@@ -203,7 +204,14 @@ class NSMCDataModule(L.LightningDataModule):
     def _eval_loader(self, encoded: Encoded) -> DataLoader:
         # Sorted by length: evaluation order does not matter, and sorted batches hardly pad.
         order = np.argsort(encoded.lengths(), kind="stable")
-        return DataLoader(torch.utils.data.Subset(EncodedDataset(encoded), order.tolist()), batch_size=self.cfg.batch_size * 2,
+        dataset = torch.utils.data.Subset(EncodedDataset(encoded), order.tolist())
+        # On several devices, each review scored once: the DistributedSampler Lightning would put here
+        # repeats reviews to give every device as many, so an accuracy would count some of them twice.
+        sampler = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self.trainer.world_size,
+                                                   rank=self.trainer.global_rank, shuffle=False)
+        return DataLoader(dataset, batch_size=self.cfg.batch_size * 2, sampler=sampler,
                           collate_fn=self.collate, num_workers=self.cfg.cpu_workers)
 
     def val_dataloader(self) -> DataLoader:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nsmc.errors import UserError
+from train.cli import command_errors
 
 BUCKETS = [(0, 10), (10, 20), (20, 40), (40, 80), (80, 10**9)]  # characters; NSMC reviews are < 140
 
@@ -128,10 +128,8 @@ def main(argv=None) -> None:
     parser.add_argument("--base-model", help="for a .ckpt that carries no tokenizer")
     parser.add_argument("--record", action="store_true", help="write the split's accuracy and F1 into MODEL/metrics.json")
     args = parser.parse_args(argv)
-    try:
+    with command_errors():
         report = evaluate(args.model, args.corpus_dir, args.split, args.out, args.base_model)
-    except UserError as e:
-        sys.exit(f"error: {e}")
     print_report(report)
     if args.record and Path(args.model).is_dir():
         path = Path(args.model) / "metrics.json"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -20,7 +19,7 @@ import yaml
 
 from nsmc import checkpoint
 from nsmc.corpus import LABELS
-from nsmc.errors import UserError
+from train.cli import command_errors
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -87,11 +86,10 @@ def main(argv=None) -> None:
     parser.add_argument("--base-model", help="only for checkpoints that carry no config and tokenizer")
     parser.add_argument("--metrics", help="a metrics.json to copy into the export")
     args = parser.parse_args(argv)
-    try:
+    with command_errors() as outputs:
+        outputs.watch(args.out_dir)
         metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else None
         out = export(args.ckpt, args.out_dir, args.dtype, metrics, args.base_model)
-    except UserError as e:
-        sys.exit(f"error: {e}")
     print(f"exported {args.ckpt} -> {out}")
 
 

@@ -85,6 +85,7 @@ class SentimentClassifier(L.LightningModule):
         self.log(f"{stage}_loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=True)
         self.log(f"{stage}_acc", acc, prog_bar=True, batch_size=bs)
         self.log(f"{stage}_f1", f1, batch_size=bs)
+        self.log(f"{stage}_n", float(bs), reduce_fx="sum", sync_dist=True)  # reviews scored, over all devices
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")

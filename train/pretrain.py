@@ -14,7 +14,6 @@ comments; here the 642k in-domain reviews of ../shared/data/nsmc/reviews_unlabel
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -144,7 +143,8 @@ def run(cfg) -> dict:
     module = MaskedLM(model, tokenizer, cfg)
     trainer = build_trainer(cfg, monitor="val_loss", mode="min", max_epochs=cfg.epochs)
     start = time.time()
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path,
+                weights_only=True)
     seconds = time.time() - start
 
     # 5. Export the best checkpoint as a plain Hugging Face folder.
@@ -164,14 +164,13 @@ def run(cfg) -> dict:
 
 
 def main(argv=None) -> None:
+    from train.cli import command_errors
     from train.config import PretrainConfig, parse
 
-    try:
-        run(parse(PretrainConfig, argv, description=__doc__))
-    except UserError as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted: `--resume` continues from the last checkpoint")
+    with command_errors() as outputs:
+        cfg = parse(PretrainConfig, argv, description=__doc__)
+        outputs.watch(cfg.out_dir)
+        run(cfg)
 
 
 if __name__ == "__main__":

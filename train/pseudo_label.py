@@ -17,16 +17,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from nsmc import corpus
-from nsmc.errors import UserError
 from nsmc.inference import SentimentClassifier
 from nsmc.runtime import DEFAULT_RUNTIME, RUNTIMES
+from train.cli import command_errors
 from train.data import split_train_val
 
 
@@ -61,6 +60,12 @@ def main(argv=None) -> None:
     parser.add_argument("--val-size", "--val_size", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
+    with command_errors() as outputs:
+        outputs.watch(args.out)
+        label(args)
+
+
+def label(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -100,7 +105,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:  # the shared CLI wrapper replaces this at merge
-        sys.exit(f"error: {e}")
+    main()

@@ -102,7 +102,7 @@ class SaveLast(Checkpoint):
         self.path, self.every_n_steps, self._saved_step = Path(path), every_n_steps, -1
 
     def _save(self, trainer: L.Trainer) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state: --resume needs it
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, *args) -> None:
@@ -163,5 +163,5 @@ def best_checkpoint(trainer: L.Trainer, checkpoint_dir: Path) -> str:
     best = trainer.checkpoint_callback.best_model_path
     if not best:
         best = str(Path(checkpoint_dir) / "last.ckpt")
-        trainer.save_checkpoint(best)
+        trainer.save_checkpoint(best, weights_only=False)
     return best

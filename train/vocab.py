@@ -41,15 +41,24 @@ def read_texts(paths) -> list[str]:
 
 
 def main(argv=None) -> None:
+    from nsmc.errors import UserError
+    from train.cli import command_errors
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")
     parser.add_argument("files", nargs="+")
     parser.add_argument("--vocab-size", type=int, default=16000)
     args = parser.parse_args(argv)
-    texts = read_texts(args.files)
-    tokenizer = train_wordpiece(texts, args.vocab_size)
-    tokenizer.save_pretrained(args.out_dir)
-    print(f"{len(tokenizer):,}-token WordPiece vocabulary from {len(texts):,} texts -> {Path(args.out_dir)}")
+    with command_errors() as outputs:
+        outputs.watch(args.out_dir)
+        missing = [f for f in args.files if not Path(f).is_file()]
+        if missing:
+            raise UserError(f"{', '.join(missing)}: not found. Pass rating files or one-review-a-line files "
+                            "(plain or .gz).")
+        texts = read_texts(args.files)
+        tokenizer = train_wordpiece(texts, args.vocab_size)
+        tokenizer.save_pretrained(args.out_dir)
+        print(f"{len(tokenizer):,}-token WordPiece vocabulary from {len(texts):,} texts -> {args.out_dir}")
 
 
 if __name__ == "__main__":
