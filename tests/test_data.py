@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from train.config import TrainConfig
-from train.data import LengthGroupedSampler, NSMCDataModule, split_train_val
+from train.data import LengthGroupedSampler, ClassificationDataModule, split_train_val
 
 
 def test_length_grouped_sampler_is_a_permutation_with_tight_batches():
@@ -37,7 +37,7 @@ def test_split_is_seeded_and_disjoint():
 
 def test_datamodule_on_fixtures(tmp_path, fixtures_dir, tiny_tokenizer):
     cfg = TrainConfig(corpus_dir=str(fixtures_dir), val_size=50, batch_size=16, cache_dir=str(tmp_path))
-    dm = NSMCDataModule(cfg, tiny_tokenizer)
+    dm = ClassificationDataModule(cfg, tiny_tokenizer)
     dm.prepare_data()
     dm.setup("fit")
     dm.setup("test")
@@ -47,6 +47,6 @@ def test_datamodule_on_fixtures(tmp_path, fixtures_dir, tiny_tokenizer):
     assert batch["input_ids"].shape[0] == 16 and batch["input_ids"].shape[1] < 128  # dynamic padding
     assert batch["labels"].dtype == torch.long
     # fixed shapes for XLA/TPU
-    dm_tpu = NSMCDataModule(cfg, tiny_tokenizer, fixed_length=True)
+    dm_tpu = ClassificationDataModule(cfg, tiny_tokenizer, fixed_length=True)
     dm_tpu.setup("fit")
     assert next(iter(dm_tpu.val_dataloader()))["input_ids"].shape[1] == 128

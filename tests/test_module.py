@@ -2,7 +2,7 @@ import lightning as L
 import torch
 
 from train.config import TrainConfig
-from train.module import SentimentClassifier, configure_schedule
+from train.module import ClassifierModule, configure_schedule
 
 
 class Tiny(L.LightningModule):
@@ -61,7 +61,7 @@ def test_module_logs_and_trains_in_train_mode(tiny_model_dir, tiny_tokenizer):
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)  # eval mode after loading
-    module = SentimentClassifier(model, tiny_tokenizer, TrainConfig())
+    module = ClassifierModule(model, tiny_tokenizer, TrainConfig())
     assert module.model.training  # dropout on for fine-tuning
     ckpt = {}
     module.on_save_checkpoint(ckpt)

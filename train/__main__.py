@@ -22,14 +22,12 @@ from nsmc.errors import UserError
 
 def run(cfg) -> dict:
     import lightning as L
-    from transformers import AutoModelForSequenceClassification
 
-    from nsmc.corpus import LABELS
-    from nsmc.loading import load_config, load_tokenizer
+    from nsmc.loading import load_tokenizer
     from train.config import to_yaml
-    from train.data import NSMCDataModule
+    from train.data import ClassificationDataModule
     from train.export import export
-    from train.module import SentimentClassifier
+    from train.module import ClassifierModule, build_model
     from train.trainer import best_checkpoint, build_trainer, check_output_dir, checkpoint_bytes, resume_path
 
     # 1. Settings and seed; fail early if the output cannot be written.
@@ -38,22 +36,17 @@ def run(cfg) -> dict:
     ckpt_path = resume_path(cfg)
     (cfg.out_dir / "train_config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
 
-    # 2. Tokenizer and model (a Hub name needs the internet once; a local folder never does).
+    # 2. Data (NSMC or your files -> cached encoding -> train/val split -> padded batches): its labels shape the model.
     tokenizer = load_tokenizer(cfg.pretrained_model_name)
-    labels = {"num_labels": 2, "id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}}
-    config = load_config(cfg.pretrained_model_name, **labels)
-    if cfg.from_scratch:
-        model = AutoModelForSequenceClassification.from_config(config)
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(cfg.pretrained_model_name, config=config)
+    datamodule = ClassificationDataModule(cfg, tokenizer, fixed_length=cfg.accelerator == "tpu")
+
+    # 3. Model (a Hub name needs the internet once; a local folder never does).
+    model = build_model(cfg, datamodule.label_names)
     check_output_dir(cfg.out_dir, checkpoint_bytes(model))
 
-    # 3. Data: NSMC -> cached encoding -> seeded train/val split -> dynamically padded batches.
-    datamodule = NSMCDataModule(cfg, tokenizer, fixed_length=cfg.accelerator == "tpu")
-
-    # 4. Fit, keeping the checkpoint with the best validation accuracy (and the last, for --resume).
-    module = SentimentClassifier(model, tokenizer, cfg)
-    trainer = build_trainer(cfg, monitor="val_acc", mode="max", max_epochs=cfg.epochs)
+    # 4. Fit, keeping the checkpoint with the best validation accuracy or macro-F1 (and the last, for --resume).
+    module = ClassifierModule(model, tokenizer, cfg)
+    trainer = build_trainer(cfg, monitor=cfg.monitor, mode="max", max_epochs=cfg.epochs)
     start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if cfg.test_mode:
@@ -67,11 +60,11 @@ def run(cfg) -> dict:
         for result in stage(module, datamodule=datamodule, ckpt_path=best, verbose=False):
             metrics.update({k: round(float(v), 5) for k, v in result.items()})
     metrics.update(best_checkpoint=best, global_step=trainer.global_step, fit_seconds=round(fit_seconds, 1),
-                   device=device_name(trainer), precision=str(trainer.precision))
+                   device=device_name(trainer), precision=str(trainer.precision), data=datamodule.rows)
 
     # 6. Export the best checkpoint as a Hugging Face model folder.
     if trainer.is_global_zero:
-        export(best, cfg.export_dir, cfg.export_dtype, metrics)
+        export(best, cfg.export_dir, cfg.export_dtype, metrics, examples=datamodule.examples())
         (cfg.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"test accuracy {metrics.get('test_acc', float('nan')):.4f}; model exported to {cfg.export_dir}")
     return metrics

@@ -4,10 +4,36 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torchmetrics.classification import BinaryAccuracy, BinaryF1Score
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from lightning.pytorch.callbacks import Timer
 
 from nsmc import checkpoint
+from nsmc.loading import load_config
+
+
+def build_model(cfg, label_names: list[str], log=print):
+    """A sequence classifier for `label_names` from cfg.pretrained_model_name: an encoder gets a new
+    head; a classifier for the same labels keeps its head; one for other labels gets a new head too."""
+    from transformers import AutoModelForSequenceClassification as Classifier
+
+    name = cfg.pretrained_model_name
+    config = load_config(name, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+                         label2id={n: i for i, n in enumerate(label_names)})
+    if cfg.from_scratch:
+        return Classifier.from_config(config)
+    base_config = load_config(name)
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in base_config.architectures or [])
+    base_labels = [base_config.id2label[i] for i in range(base_config.num_labels)] if is_classifier else None
+    if base_labels == list(label_names):
+        return Classifier.from_pretrained(name, config=config)  # the same task: its head is kept
+    log(f"A classification head for {len(label_names)} labels ({', '.join(label_names)}) is initialised afresh"
+        + (f"; {name}'s own head (labels {', '.join(base_labels)}) is dropped." if base_labels else f" on {name}."))
+    if not base_labels:  # an encoder (e.g. BertForMaskedLM): transformers loads its body under a new head
+        return Classifier.from_pretrained(name, config=config)
+    base = Classifier.from_pretrained(name)  # a classifier for other labels: only its body is kept
+    model = Classifier.from_config(config)
+    getattr(model, model.base_model_prefix).load_state_dict(getattr(base, base.base_model_prefix).state_dict())
+    return model
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -55,15 +81,18 @@ def linear_schedule(trainer, warmup_ratio: float):
     return factor
 
 
-class SentimentClassifier(L.LightningModule):
+class ClassifierModule(L.LightningModule):
+    """A Hugging Face sequence classifier in training: loss, accuracy and macro-F1 for any label count."""
+
     def __init__(self, model, tokenizer, cfg):
         super().__init__()
         self.model, self.cfg = model.train(), cfg  # from_pretrained returns eval mode: dropout would be off
         # Plain values only, so the checkpoint loads with torch.load(weights_only=True).
         self.save_hyperparameters({k: v for k, v in vars(cfg).items()})
         self._extras = checkpoint.extras(model, tokenizer)
-        self.train_acc, self.val_acc, self.test_acc = BinaryAccuracy(), BinaryAccuracy(), BinaryAccuracy()
-        self.val_f1, self.test_f1 = BinaryF1Score(), BinaryF1Score()
+        n = model.config.num_labels
+        self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(n, average="micro") for _ in range(3))
+        self.val_f1, self.test_f1 = MulticlassF1Score(n, average="macro"), MulticlassF1Score(n, average="macro")
 
     def forward(self, batch):
         return self.model(**batch)
