@@ -99,8 +99,6 @@ def read_ratings(path: str | Path, max_examples: int = 5) -> Ratings:
             if number == 1 and tuple(_split(line.rstrip("\r\n"))) == HEADER:
                 ratings.header = True
                 continue
-            if number == 1:
-                _check_first_line(line, path)
             parsed = parse_line(line)
             if isinstance(parsed, str):
                 ratings.skipped[parsed] += 1
@@ -113,16 +111,19 @@ def read_ratings(path: str | Path, max_examples: int = 5) -> Ratings:
     return ratings
 
 
-def _check_first_line(line: str, path) -> None:
-    """A first line that is neither NSMC's header nor a row, but names columns, is a header of another
-    shape (comma-separated, other order): say so instead of skipping every row as malformed."""
-    if not isinstance(parse_line(line), str) or not re.search(r"document|label", line, re.IGNORECASE):
+def check_header(path: str | Path) -> None:
+    """Refuse a rating file whose header has another shape (comma-separated, other order), before its
+    rows are all skipped as malformed: say what was expected and what was found."""
+    with open_text(path) as f:
+        line = f.readline().strip()
+    names = [n.strip().strip('"').lower() for n in re.split(r"[\t,;]", line)]
+    if tuple(_split(line)) == HEADER or not {"document", "label"} <= set(names):
         return
-    shape = " (it looks comma-separated)" if "," in line and "\t" not in line else ""
+    shape = " (comma-separated)" if "," in line and "\t" not in line else ""
     raise UserError(
         f"{path}: expected NSMC's tab-separated columns id, document, label in that order; found the header "
-        f"{line.strip()[:120]!r}{shape}. Save it tab-separated with those columns, or train on it as your own "
-        f"data: --train_file {path} --text_column_names COLUMN --label_column_name COLUMN."
+        f"{line[:120]!r}{shape}. Save it tab-separated with those columns, or train on it as your own "
+        f"data: --train_file {path} --text_column_names document --label_column_name label."
     )
 
 

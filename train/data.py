@@ -200,6 +200,7 @@ class ClassificationDataModule(L.LightningDataModule):
             path = corpus.find_split(self.corpus_root(), split)
 
             def read_nsmc():
+                corpus.check_header(path)
                 ratings = corpus.read_ratings(path)
                 return ratings.documents, ratings.labels, ratings.summary()
 

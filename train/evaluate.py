@@ -87,7 +87,9 @@ def read_split(names: list[str], corpus_dir: str | None, split: str, data_file: 
         data = corpus.read_labelled(data_file, text_columns, label_column)
         print(data.summary())
         return data.texts, np.array(corpus.label_ids(data.labels, names, data_file)), data.path, sum(data.skipped.values())
-    ratings = corpus.read_ratings(corpus.find_split(corpus_dir, split))
+    path = corpus.find_split(corpus_dir, split)
+    corpus.check_header(path)
+    ratings = corpus.read_ratings(path)
     print(ratings.summary())
     labels = corpus.label_ids([str(label) for label in ratings.labels], names, ratings.path)
     return ratings.documents, np.array(labels), ratings.path, ratings.n_skipped
@@ -96,12 +98,12 @@ def read_split(names: list[str], corpus_dir: str | None, split: str, data_file: 
 def default_out(model_path: str, split: str, record: bool) -> Path:
     """Into MODEL only when recording; else beside the run the model came from, or under runs/eval."""
     path = Path(model_path)
-    folder = path if path.is_dir() else path.parent
+    folder = path.parent if path.suffix == ".ckpt" else path
     if record:
         return folder / f"eval-{split}"
     if folder.name in ("export", "checkpoints"):
         return folder.parent / f"eval-{split}"
-    return Path("runs") / "eval" / f"{folder.name if path.is_dir() else path.stem}-{split}"
+    return Path("runs") / "eval" / f"{path.stem if path.suffix == '.ckpt' else path.name}-{split}"
 
 
 def evaluate(model_path: str, corpus_dir: str | None = None, split: str = "test", out: str | None = None,

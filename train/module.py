@@ -20,6 +20,7 @@ def build_model(cfg, label_names: list[str], log=print):
     config = load_config(name, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
                          label2id={n: i for i, n in enumerate(label_names)})
     if cfg.from_scratch:
+        log(f"Every weight is initialised afresh (--from_scratch): {name}'s architecture, none of its weights.")
         return Classifier.from_config(config)
     base_config = load_config(name)
     is_classifier = any(a.endswith("ForSequenceClassification") for a in base_config.architectures or [])
