@@ -98,3 +98,18 @@ def test_metrics_handle_three_classes(tiny_model_dir, tiny_tokenizer):
     module.val_f1(preds, labels)
     assert module.val_acc.compute() == 0.75
     assert abs(module.val_f1.compute().item() - (1 + 2 / 3 + 2 / 3) / 3) < 1e-6  # macro: the mean of per-class F1
+
+
+def test_a_float16_base_trains_in_float32(tmp_path, tiny_model_dir):
+    """Exports may be float16 (models/nsmc-small is): training from one in float16 on CPU gave NaN losses."""
+    from transformers import AutoModelForSequenceClassification
+
+    from train.module import build_model
+
+    AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).half().save_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").write_bytes((tiny_model_dir / "tokenizer.json").read_bytes())
+    for labels in (["negative", "positive"], ["a", "b", "c"]):
+        model = build_model(TrainConfig(pretrained_model_name=str(tmp_path)), labels, log=lambda _: None)
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+    scratch = build_model(TrainConfig(pretrained_model_name=str(tmp_path), from_scratch=True), ["a", "b"], log=lambda _: None)
+    assert {p.dtype for p in scratch.parameters()} == {torch.float32}
