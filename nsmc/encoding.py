@@ -140,7 +140,7 @@ def encode_cached(path: str | Path, tokenizer, max_length: int, read, cache_dir:
     if cache is not None and cache.exists():
         encoded = load_encoded(cache)
         if encoded is not None:
-            log(f"{path}: {len(encoded):,} reviews, encoded earlier ({cache})")
+            log(f"{path}: {len(encoded):,} texts, encoded earlier ({cache})")
             return encoded
         log(f"{cache} is damaged; encoding again")
     texts, labels, summary = read()

@@ -127,7 +127,8 @@ def evaluate(model_path: str, corpus_dir: str | None = None, split: str = "test"
     out_dir = Path(out) if out else default_out(model_path, split, record)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    title = f"{Path(model_path).name} on {Path(file).name}: accuracy {report['accuracy']:.2%}"
+    name = Path(model_path).parent.name if Path(model_path).name == "export" else Path(model_path).name
+    title = f"{name} on {Path(file).name}: accuracy {report['accuracy']:.2%}"
     plot_confusion(report["confusion"], names, out_dir / "confusion.png", title)
     report["out_dir"] = str(out_dir)
     return report
