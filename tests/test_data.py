@@ -106,3 +106,10 @@ def test_without_a_test_file_there_is_no_test_split(tmp_path, fixtures_dir, tiny
     dm.setup()
     assert dm.test is None and (len(dm.train), len(dm.val)) == (300, 60)
     assert any("No --test_file" in line for line in logs)
+
+
+def test_examples_come_from_the_train_file_when_the_corpus_has_no_test_split(tmp_path, fixtures_dir, tiny_tokenizer):
+    (tmp_path / "ratings_train.txt").write_bytes((fixtures_dir / "ratings_train.txt").read_bytes())
+    dm = ClassificationDataModule(TrainConfig(corpus_dir=str(tmp_path), run_test=False, cache_dir=str(tmp_path)), tiny_tokenizer)
+    examples = dm.examples()
+    assert len(examples) == 4 and all(10 <= len(t) <= 100 for t in examples)  # two of each label

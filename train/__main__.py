@@ -5,6 +5,7 @@ Usage:
     python -m train configs/kcbert.yaml                    # the tutorial's run: kcbert-base, 3 epochs
     python -m train configs/kcbert.yaml --corpus_dir ../shared/data/nsmc --batch_size 64
     python -m train configs/kcbert.yaml --resume           # continue an interrupted run
+    python -m train --train_file F.csv --text_column_names C --label_column_name L   # your own data (README)
     python -m train --help                                 # every setting
 
 Writes to downstream_model_dir: checkpoints/{best,last}.ckpt, logs/ (CSV; tensorboard/ when installed),

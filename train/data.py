@@ -247,7 +247,11 @@ class ClassificationDataModule(L.LightningDataModule):
             data = self._read(cfg.test_file or cfg.validation_file or cfg.train_file)
             texts, labels = data.texts, data.labels
         else:
-            ratings = corpus.read_ratings(corpus.find_split(self.corpus_root(), "test"))
+            try:
+                path = corpus.find_split(self.corpus_root(), "test")
+            except UserError:  # a corpus without a test split (--run_test false)
+                path = corpus.find_split(self.corpus_root(), "train")
+            ratings = corpus.read_ratings(path)
             texts, labels = ratings.documents, ratings.labels
         chosen: dict = {}
         for text, label in zip(texts, labels):
