@@ -122,8 +122,8 @@ def check_header(path: str | Path) -> None:
     shape = " (comma-separated)" if "," in line and "\t" not in line else ""
     raise UserError(
         f"{path}: expected NSMC's tab-separated columns id, document, label in that order; found the header "
-        f"{line[:120]!r}{shape}. Save it tab-separated with those columns, or train on it as your own "
-        f"data: --train_file {path} --text_column_names document --label_column_name label."
+        f"{line[:120]!r}{shape}. Save it tab-separated with those columns, or train on it as your own data "
+        f"(a comma-separated file named .csv): --train_file FILE --text_column_names document --label_column_name label."
     )
 
 

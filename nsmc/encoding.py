@@ -78,9 +78,11 @@ def file_digest(path: str | Path) -> str:
 
 def cache_key(data_path: str | Path, tokenizer, max_length: int, reading: dict | None = None) -> str:
     """`reading`: how the file was read (columns, label order) when that is not NSMC's fixed layout."""
+    settings = {"format": CACHE_FORMAT, "max_length": max_length}
+    if reading:  # absent for NSMC, so caches written before it existed stay valid
+        settings["reading"] = reading
     h = hashlib.sha256()
-    h.update(json.dumps({"format": CACHE_FORMAT, "max_length": max_length, **({"reading": reading} if reading else {})},
-                        sort_keys=bool(reading)).encode())
+    h.update(json.dumps(settings).encode())
     h.update(backend(tokenizer).to_str().encode())
     h.update(file_digest(data_path).encode())
     return h.hexdigest()[:20]
