@@ -123,7 +123,8 @@ def check_header(path: str | Path) -> None:
     raise UserError(
         f"{path}: expected NSMC's tab-separated columns id, document, label in that order; found the header "
         f"{line[:120]!r}{shape}. Save it tab-separated with those columns, or train on it as your own data "
-        f"(a comma-separated file named .csv): --train_file FILE --text_column_names document --label_column_name label."
+        f"(a comma-separated file named .csv): --train_file FILE --text_column_names document "
+        f"--label_column_name label."
     )
 
 
@@ -193,11 +194,14 @@ class LabelledTexts:
 def file_format(path: str | Path) -> str:
     """'.csv', '.tsv', '.txt', '.json' or '.jsonl', from the name (a trailing .gz aside)."""
     suffixes = Path(path).suffixes
-    suffix = suffixes[-2] if suffixes[-1:] == [".gz"] and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
-    if suffix.lower() not in FORMATS:
-        raise UserError(f"{path}: unknown format {suffix or '(no extension)'!r}; name it .csv, .tsv, .txt (tab-separated), "
-                        f".json (a list of objects) or .jsonl (one object a line), optionally with .gz.")
-    return suffix.lower()
+    if suffixes[-1:] == [".gz"]:
+        suffixes = suffixes[:-1]
+    suffix = suffixes[-1].lower() if suffixes else ""
+    if suffix not in FORMATS:
+        raise UserError(f"{path}: unknown format {suffix or '(no extension)'!r}; name it .csv, .tsv, "
+                        f".txt (tab-separated), .json (a list of objects) or .jsonl (one object a line), "
+                        f"optionally .gz.")
+    return suffix
 
 
 def _records(path: Path, fmt: str, skip) -> tuple[list[str], list[dict]]:
@@ -206,11 +210,15 @@ def _records(path: Path, fmt: str, skip) -> tuple[list[str], list[dict]]:
 
     if fmt == ".csv":
         with open_text(path) as f:
+            def bad_row(fields):
+                skip(0, f"{len(fields)} columns, not as many as the header")
+
             try:  # the python engine, for its hook that counts malformed rows instead of failing
                 frame = pd.read_csv(f, dtype=str, keep_default_na=False, engine="python",
-                                    on_bad_lines=lambda fields: skip(0, f"{len(fields)} columns, not as many as the header"))
+                                    on_bad_lines=bad_row)
             except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as e:
-                raise UserError(f"{path} is not a readable CSV file ({str(e).splitlines()[0][:200]}).") from None
+                detail = str(e).splitlines()[0][:200]
+                raise UserError(f"{path} is not a readable CSV file ({detail}).") from None
         return [str(c) for c in frame.columns], frame.to_dict("records")
     with open_text(path) as f:
         if fmt in (".tsv", ".txt"):  # NSMC's quoting quirks: each line parsed on its own (see _split)
@@ -221,7 +229,8 @@ def _records(path: Path, fmt: str, skip) -> tuple[list[str], list[dict]]:
                 if len(fields) == len(columns):
                     rows.append(dict(zip(columns, fields)))
                 elif line.strip():
-                    skip(number, f"{len(fields)} columns instead of {len(columns)}" if fields else "unbalanced quotes")
+                    reason = f"{len(fields)} columns, not {len(columns)}" if fields else "unbalanced quotes"
+                    skip(number, reason)
             return columns, rows
         if fmt == ".jsonl":
             rows = []
@@ -241,9 +250,9 @@ def _records(path: Path, fmt: str, skip) -> tuple[list[str], list[dict]]:
                 raise UserError(f"{path} is not valid JSON ({e}). A .json file holds one list of objects; "
                                 f"for one object a line, name it .jsonl.") from None
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                what = "a list with non-objects" if isinstance(rows, list) else f"a {type(rows).__name__}"
                 raise UserError(f"{path}: a .json file must hold a list of objects, like "
-                                f'[{{"text": "...", "label": "..."}}, ...]; this one holds a {type(rows).__name__}'
-                                f"{' with non-objects in it' if isinstance(rows, list) else ''}.")
+                                f'[{{"text": "...", "label": "..."}}, ...]; this one holds {what}.')
     columns = list(dict.fromkeys(k for row in rows for k in row))
     return columns, rows
 
@@ -266,8 +275,9 @@ def read_labelled(path: str | Path, text_columns: list[str], label_column: str, 
         raise UserError(f"{path}: no such file.")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise UserError(f"{path} is {size / 2**30:.1f} GiB; files are read whole into memory, and the limit is "
-                        f"{MAX_FILE_BYTES / 2**30:.0f} GiB. Train on a sample or split it into smaller files.")
+        raise UserError(f"{path} is {size / 2**30:.1f} GiB; files are read whole into memory, and the limit "
+                        f"is {MAX_FILE_BYTES / 2**30:.0f} GiB. Train on a sample, or split it into smaller "
+                        f"files.")
     if size > ANNOUNCE_BYTES:
         log(f"Reading {path} ({size / 2**20:,.0f} MiB) into memory...")
     data = LabelledTexts(path=str(path))
@@ -284,8 +294,8 @@ def read_labelled(path: str | Path, text_columns: list[str], label_column: str, 
     if missing:
         shape = " (one column: is it another format than its extension says?)" if len(columns) == 1 else ""
         raise UserError(f"{path}: no column {', '.join(map(repr, missing))}; the columns found are "
-                        f"{', '.join(map(repr, columns))}{shape}. Pass --text_column_names and --label_column_name "
-                        f"with columns of the file.")
+                        f"{', '.join(map(repr, columns))}{shape}. Pass --text_column_names and "
+                        f"--label_column_name with columns of the file.")
     for number, row in enumerate(rows, start=1):
         text = " ".join(t for t in (_cell(row.get(c)) for c in text_columns) if t)
         label = _cell(row.get(label_column))
@@ -301,8 +311,9 @@ def read_labelled(path: str | Path, text_columns: list[str], label_column: str, 
     if 0 < sum(numeric) < len(numeric):
         word = data.labels[numeric.index(False)]
         number = data.labels[numeric.index(True)]
-        raise UserError(f"{path}: the label column {label_column!r} mixes numbers and words (e.g. {number!r} and "
-                        f"{word!r}); {sum(numeric):,} of {len(numeric):,} labels are numbers. Use one kind for every row.")
+        raise UserError(f"{path}: the label column {label_column!r} mixes numbers and words (e.g. {number!r} "
+                        f"and {word!r}); {sum(numeric):,} of {len(numeric):,} labels are numbers. "
+                        f"Use one kind for every row.")
     return data
 
 
@@ -317,8 +328,8 @@ def label_order(labels: list[str], label_names: list[str] | None = None, path: s
                             f"{', '.join(sorted(found))}. Name each label of the file once.")
         return list(label_names)
     if len(found) < 2:
-        raise UserError(f"{path} has only one label ({', '.join(map(repr, found))}); a classifier needs two or more. "
-                        f"Is --label_column_name the right column?")
+        raise UserError(f"{path} has only one label ({', '.join(map(repr, found))}); a classifier needs two "
+                        f"or more. Is --label_column_name the right column?")
     if ratings and found == {"0", "1"}:
         return list(LABELS)
     numeric = all(re.fullmatch(r"[+-]?\d+", label) for label in found)

@@ -135,7 +135,7 @@ def pad_batch(sequences: list, pad_id: int, pad_to_multiple_of: int | None = Non
 
 def encode_cached(path: str | Path, tokenizer, max_length: int, read, cache_dir: str | Path | None = None,
                   reading: dict | None = None, log=print) -> Encoded:
-    """Encode what `read()` returns, (texts, labels or None, a one-line summary), through the on-disk cache."""
+    """Encode what `read()` returns (texts, labels or None, a one-line summary), through the disk cache."""
     path = Path(path)
     key = cache_key(path, tokenizer, max_length, reading)
     cache = Path(cache_dir) / f"{path.name.split('.')[0]}-{key}.npz" if cache_dir else None
@@ -153,7 +153,8 @@ def encode_cached(path: str | Path, tokenizer, max_length: int, read, cache_dir:
     return encoded
 
 
-def encode_file(path: str | Path, tokenizer, max_length: int, cache_dir: str | Path | None = None, log=print) -> Encoded:
+def encode_file(path: str | Path, tokenizer, max_length: int, cache_dir: str | Path | None = None,
+                log=print) -> Encoded:
     """Encode a rating file (or a one-review-a-line file, labels -1), through the on-disk cache."""
     from nsmc.corpus import is_ratings, read_lines, read_ratings
 

@@ -37,7 +37,8 @@ def run(cfg) -> dict:
     ckpt_path = resume_path(cfg)
     (cfg.out_dir / "train_config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
 
-    # 2. Data (NSMC or your files -> cached encoding -> train/val split -> padded batches): its labels shape the model.
+    # 2. Data (NSMC or your files -> cached encoding -> train/val split -> padded batches); its labels
+    #    shape the model.
     tokenizer = load_tokenizer(cfg.pretrained_model_name)
     datamodule = ClassificationDataModule(cfg, tokenizer, fixed_length=cfg.accelerator == "tpu")
 
@@ -45,7 +46,7 @@ def run(cfg) -> dict:
     model = build_model(cfg, datamodule.label_names)
     check_output_dir(cfg.out_dir, checkpoint_bytes(model))
 
-    # 4. Fit, keeping the checkpoint with the best validation accuracy or macro-F1 (and the last, for --resume).
+    # 4. Fit, keeping the best checkpoint by validation accuracy or macro-F1 (and the last, for --resume).
     module = ClassifierModule(model, tokenizer, cfg)
     trainer = build_trainer(cfg, monitor=cfg.monitor, mode="max", max_epochs=cfg.epochs)
     start = time.time()

@@ -182,7 +182,8 @@ class ClassificationDataModule(L.LightningDataModule):
     def _read(self, path) -> corpus.LabelledTexts:
         if path == self.cfg.train_file and self._train_file is not None:
             return self._train_file
-        return corpus.read_labelled(path, self.cfg.text_column_names, self.cfg.label_column_name, log=self.log)
+        cfg = self.cfg
+        return corpus.read_labelled(path, cfg.text_column_names, cfg.label_column_name, log=self.log)
 
     @property
     def label_names(self) -> list[str]:
@@ -204,7 +205,8 @@ class ClassificationDataModule(L.LightningDataModule):
                 ratings = corpus.read_ratings(path)
                 return ratings.documents, ratings.labels, ratings.summary()
 
-            encoded = encode_cached(path, self.tokenizer, cfg.max_seq_length, read_nsmc, cfg.cache_dir, log=self.log)
+            encoded = encode_cached(path, self.tokenizer, cfg.max_seq_length, read_nsmc, cfg.cache_dir,
+                                    log=self.log)
         else:
             path = {"train": cfg.train_file, "validation": cfg.validation_file, "test": cfg.test_file}[split]
             names = self.label_names
@@ -214,7 +216,8 @@ class ClassificationDataModule(L.LightningDataModule):
                 return data.texts, corpus.label_ids(data.labels, names, path), data.summary()
 
             reading = {"text": cfg.text_column_names, "label": cfg.label_column_name, "labels": names}
-            encoded = encode_cached(path, self.tokenizer, cfg.max_seq_length, read_file, cfg.cache_dir, reading, self.log)
+            encoded = encode_cached(path, self.tokenizer, cfg.max_seq_length, read_file, cfg.cache_dir,
+                                    reading, self.log)
         self.rows[split] = {"file": Path(path).name, "rows": len(encoded)}
         return encoded
 
@@ -228,7 +231,8 @@ class ClassificationDataModule(L.LightningDataModule):
                 val_size = default_val_size(len(full)) if cfg.val_size is None else cfg.val_size
                 if not 0 < val_size < len(full):
                     raise UserError(
-                        f"The train split has {len(full):,} rows, too few to carve {val_size:,} out for validation. "
+                        f"The train split has {len(full):,} rows, too few to carve {val_size:,} out for "
+                        f"validation. "
                         + ("Lower --val_size, or pass --validation_file." if cfg.val_size else
                            "Use at least 10 rows, or pass --validation_file."))
                 train_idx, val_idx = split_train_val(len(full), val_size, cfg.seed)

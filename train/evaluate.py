@@ -68,7 +68,9 @@ def plot_confusion(confusion, names, path: Path, title: str) -> None:
         ax.text(j, i, f"{v:,}\n{v / max(m.sum(), 1):.1%}", ha="center", va="center", fontsize=8,
                 color="white" if v > m.max() / 2 else "black")
     ticks = range(len(names))
-    ax.set_xticks(ticks, [f"pred {n}" for n in names], rotation=30 if len(names) > 2 else 0, ha="right" if len(names) > 2 else "center")
+    slanted = len(names) > 2
+    ax.set_xticks(ticks, [f"pred {n}" for n in names], rotation=30 if slanted else 0,
+                  ha="right" if slanted else "center")
     ax.set_yticks(ticks, [f"true {n}" for n in names])
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -86,7 +88,8 @@ def read_split(names: list[str], corpus_dir: str | None, split: str, data_file: 
             raise UserError("--test_file needs --text_column_names: the column(s) holding the text.")
         data = corpus.read_labelled(data_file, text_columns, label_column)
         print(data.summary())
-        return data.texts, np.array(corpus.label_ids(data.labels, names, data_file)), data.path, sum(data.skipped.values())
+        labels = corpus.label_ids(data.labels, names, data_file)
+        return data.texts, np.array(labels), data.path, sum(data.skipped.values())
     path = corpus.find_split(corpus_dir, split)
     corpus.check_header(path)
     ratings = corpus.read_ratings(path)
@@ -107,8 +110,9 @@ def default_out(model_path: str, split: str, record: bool) -> Path:
 
 
 def evaluate(model_path: str, corpus_dir: str | None = None, split: str = "test", out: str | None = None,
-             base_model: str | None = None, batch_size: int = 64, runtime: str = "torch", record: bool = False,
-             data_file: str | None = None, text_columns: list[str] | None = None, label_column: str = "label") -> dict:
+             base_model: str | None = None, batch_size: int = 64, runtime: str = "torch",
+             record: bool = False, data_file: str | None = None, text_columns: list[str] | None = None,
+             label_column: str = "label") -> dict:
     from nsmc.inference import SentimentClassifier, set_threads
 
     set_threads()
@@ -126,7 +130,8 @@ def evaluate(model_path: str, corpus_dir: str | None = None, split: str = "test"
               "seconds": round(seconds, 1), "reviews_per_second": round(len(labels) / max(seconds, 1e-9), 1)}
     out_dir = Path(out) if out else default_out(model_path, split, record)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    report_text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    (out_dir / "report.json").write_text(report_text, encoding="utf-8")
     name = Path(model_path).parent.name if Path(model_path).name == "export" else Path(model_path).name
     title = f"{name} on {Path(file).name}: accuracy {report['accuracy']:.2%}"
     plot_confusion(report["confusion"], names, out_dir / "confusion.png", title)
@@ -143,11 +148,13 @@ def progress(chunks, total: int):
 
 def print_report(r: dict) -> None:
     width = max(8, *(len(n) for n in r["labels"]))
-    print(f"{r['model']} ({r['runtime']}) on {r['split']} ({r['n']:,} texts, {r['reviews_per_second']:,.0f} texts/s)")
+    speed = f"{r['n']:,} texts, {r['reviews_per_second']:,.0f} texts/s"
+    print(f"{r['model']} ({r['runtime']}) on {r['split']} ({speed})")
     print(f"  accuracy {r['accuracy']:.4f}   macro-F1 {r['f1']:.4f}")
     print(f"  {'label':<{width}}  precision  recall      F1       n")
     for c in r["per_class"]:
-        print(f"  {c['label']:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:6.4f}  {c['n']:6,}")
+        figures = f"{c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:6.4f}  {c['n']:6,}"
+        print(f"  {c['label']:<{width}}  {figures}")
     print("  confusion (rows: true, columns: predicted)")
     print(f"  {'':<{width}}  " + "  ".join(f"{n[:width]:>{width}}" for n in r["labels"]))
     for name, row in zip(r["labels"], r["confusion"]):
@@ -164,7 +171,8 @@ def refresh_model_card(model_dir: Path, metrics: dict, n_params: int, labels: li
 
     settings_file = model_dir / "train_config.yaml"
     settings = yaml.safe_load(settings_file.read_text()) if settings_file.is_file() else {}
-    (model_dir / "README.md").write_text(model_card(model_dir, settings, metrics, n_params, labels), encoding="utf-8")
+    card = model_card(model_dir, settings, metrics, n_params, labels)
+    (model_dir / "README.md").write_text(card, encoding="utf-8")
 
 
 def main(argv=None) -> None:
@@ -175,19 +183,20 @@ def main(argv=None) -> None:
     parser.add_argument("model", help="an exported model folder or a .ckpt")
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--corpus-dir", "--corpus_dir", help="NSMC: a folder with ratings_{split}.txt(.gz)")
-    data.add_argument("--test-file", "--test_file", help="your own labelled file (.csv, .tsv, .txt, .json, .jsonl, .gz)")
+    data.add_argument("--test-file", "--test_file", help="your own labelled file (.csv, .jsonl, ...)")
     parser.add_argument("--text-column-names", "--text_column_names", nargs="+", help="its text column(s)")
-    parser.add_argument("--label-column-name", "--label_column_name", default="label", help="its label column")
+    parser.add_argument("--label-column-name", "--label_column_name", default="label", help="its labels")
     parser.add_argument("--split", default="test", choices=["train", "test"], help="NSMC's split to score")
-    parser.add_argument("--out", "--output", help="where report.json and confusion.png go (default: see above)")
-    parser.add_argument("--runtime", default="torch", choices=RUNTIMES, help="the inference backend (default: fp32 torch)")
+    parser.add_argument("--out", "--output", help="where report.json and confusion.png go (see above)")
+    parser.add_argument("--runtime", default="torch", choices=RUNTIMES, help="backend (torch: fp32)")
     parser.add_argument("--base-model", help="for a .ckpt that carries no tokenizer")
     parser.add_argument("--record", action="store_true",
-                        help="write into MODEL: eval-SPLIT/, the split's accuracy and macro-F1 in metrics.json, the model card")
+                        help="write into MODEL: eval-SPLIT/, accuracy and macro-F1 in metrics.json, its card")
     args = parser.parse_args(argv)
     try:
-        report = evaluate(args.model, args.corpus_dir, args.split, args.out, args.base_model, runtime=args.runtime,
-                          record=args.record, data_file=args.test_file, text_columns=names_list(args.text_column_names),
+        report = evaluate(args.model, args.corpus_dir, args.split, args.out, args.base_model,
+                          runtime=args.runtime, record=args.record, data_file=args.test_file,
+                          text_columns=names_list(args.text_column_names),
                           label_column=args.label_column_name)
     except UserError as e:
         sys.exit(f"error: {e}")

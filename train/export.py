@@ -28,7 +28,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 def _files_table(metrics: dict, settings: dict) -> str:
     rows = metrics.get("data") or {}
     if not rows:  # runs from before the file list was recorded
-        return f"validation: {settings.get('val_size', '?')} rows carved from the train split; test: the test split"
+        carved = settings.get("val_size", "?")
+        return f"validation: {carved} rows carved from the train split; test: the test file"
     lines = ["| split | file | rows |", "| --- | --- | --- |"]
     lines += [f"| {split} | `{r['file']}` | {r['rows']:,} |" for split, r in rows.items()]
     return "\n".join(lines)
@@ -39,14 +40,16 @@ def model_card(out: Path, settings: dict, metrics: dict, n_params: int, labels: 
         return f"{100 * metrics[key]:.2f}%" if key in metrics else "not measured"
 
     nsmc = tuple(labels) == LABELS and not settings.get("train_file")
+    base = settings.get("pretrained_model_name", "?")
     if nsmc:
         title, tags = "Korean movie-review sentiment (NSMC)", "[sentiment-analysis, nsmc, korean, bert]"
-        about = (f"fine-tuned on the Naver Sentiment Movie\nCorpus (NSMC) from `{settings.get('pretrained_model_name', '?')}`. "
+        about = (f"fine-tuned on the Naver Sentiment Movie\nCorpus (NSMC) from `{base}`. "
                  f"Labels: `negative` (ratings 1-4), `positive` (9-10).")
     else:
-        title, tags = f"Korean text classification ({len(labels)} labels)", "[text-classification, korean, bert]"
+        title = f"Korean text classification ({len(labels)} labels)"
+        tags = "[text-classification, korean, bert]"
         start = "random weights in the shape of " if settings.get("from_scratch") else ""
-        about = (f"trained on `{settings.get('train_file', '?')}` from {start}`{settings.get('pretrained_model_name', '?')}`.\n"
+        about = (f"trained on `{settings.get('train_file', '?')}` from {start}`{base}`.\n"
                  f"Labels (in class order): {', '.join(f'`{n}`' for n in labels)}.")
     card = f"""---
 language: ko
@@ -103,9 +106,12 @@ def export(ckpt_path: str | Path, out_dir: str | Path, dtype: str = "float32", m
     if settings:
         (out / "train_config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False, allow_unicode=True), encoding="utf-8")
     metrics = metrics if metrics is not None else {}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    def write_json(name: str, value) -> None:
+        (out / name).write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    write_json("metrics.json", metrics)
     if examples:
-        (out / "examples.json").write_text(json.dumps(examples, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json("examples.json", examples)
     n_params = sum(p.numel() for p in model.parameters())
     (out / "README.md").write_text(model_card(out, settings, metrics, n_params, labels), encoding="utf-8")
     return out

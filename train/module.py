@@ -17,23 +17,26 @@ def build_model(cfg, label_names: list[str], log=print):
     from transformers import AutoModelForSequenceClassification as Classifier
 
     name = cfg.pretrained_model_name
-    config = load_config(name, id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
-    fp32 = {"dtype": torch.float32}  # train in float32 whatever the base was saved in (a float16 export: NaN on CPU)
+    config = load_config(name, id2label=dict(enumerate(label_names)),
+                         label2id={n: i for i, n in enumerate(label_names)})
+    fp32 = {"dtype": torch.float32}  # whatever the base was saved in: a float16 export gave NaN losses on CPU
     if cfg.from_scratch:
-        log(f"Every weight is initialised afresh (--from_scratch): {name}'s architecture, none of its weights.")
+        log(f"Every weight is initialised afresh (--from_scratch): {name}'s architecture, not its weights.")
         return Classifier.from_config(config, **fp32)
     base_config = load_config(name)
     is_classifier = any(a.endswith("ForSequenceClassification") for a in base_config.architectures or [])
     base_labels = [base_config.id2label[i] for i in range(base_config.num_labels)] if is_classifier else None
     if base_labels == list(label_names):
         return Classifier.from_pretrained(name, config=config, **fp32)  # the same task: its head is kept
-    log(f"A classification head for {len(label_names)} labels ({', '.join(label_names)}) is initialised afresh"
-        + (f"; {name}'s own head (labels {', '.join(base_labels)}) is dropped." if base_labels else f" on {name}."))
+    dropped = f"; {name}'s own head ({', '.join(base_labels)}) is dropped." if base_labels else f" on {name}."
+    log(f"A classification head for {len(label_names)} labels ({', '.join(label_names)}) is initialised "
+        f"afresh{dropped}")
     if not base_labels:  # an encoder (e.g. BertForMaskedLM): transformers loads its body under a new head
         return Classifier.from_pretrained(name, config=config, **fp32)
     base = Classifier.from_pretrained(name, **fp32)  # a classifier for other labels: only its body is kept
     model = Classifier.from_config(config, **fp32)
-    getattr(model, model.base_model_prefix).load_state_dict(getattr(base, base.base_model_prefix).state_dict())
+    body = getattr(base, base.base_model_prefix).state_dict()
+    getattr(model, model.base_model_prefix).load_state_dict(body)
     return model
 
 
@@ -92,8 +95,9 @@ class ClassifierModule(L.LightningModule):
         self.save_hyperparameters({k: v for k, v in vars(cfg).items()})
         self._extras = checkpoint.extras(model, tokenizer)
         n = model.config.num_labels
-        self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(n, average="micro") for _ in range(3))
-        self.val_f1, self.test_f1 = MulticlassF1Score(n, average="macro"), MulticlassF1Score(n, average="macro")
+        self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(n, average="micro")
+                                                       for _ in range(3))
+        self.val_f1, self.test_f1 = (MulticlassF1Score(n, average="macro") for _ in range(2))
 
     def forward(self, batch):
         return self.model(**batch)
