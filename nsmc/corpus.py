@@ -3,8 +3,8 @@
 
 Both quoting styles seen in the wild are handled: the pandas/CSV style of `../shared/data/nsmc`
 (`"a ""quoted"" word"`) and the real NSMC files, where a document holding quotes was quoted twice
-over (three quotes around the text). Each physical line is parsed on its own, so one stray quote can never swallow
-the lines after it, and every line is accounted for: read, skipped (with a reason) or the header.
+over (three quotes around the text). Each physical line is parsed on its own, so one stray quote can never
+swallow the lines after it, and every line is accounted for: read, skipped (with a reason) or the header.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ class Encoded:
     def subset(self, index: np.ndarray) -> "Encoded":
         lengths = self.lengths()[index]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        ids = np.concatenate([self.ids[self.offsets[i] : self.offsets[i + 1]] for i in index]) if len(index) else self.ids[:0]
+        pieces = [self.ids[self.offsets[i] : self.offsets[i + 1]] for i in index]
+        ids = np.concatenate(pieces) if pieces else self.ids[:0]
         return Encoded(ids.astype(np.int32), offsets, self.labels[index])
 
 
@@ -117,7 +118,8 @@ def load_encoded(path: Path) -> Encoded | None:
         return None
 
 
-def pad_batch(sequences: list, pad_id: int, pad_to_multiple_of: int | None = None, max_length: int | None = None) -> dict[str, torch.Tensor]:
+def pad_batch(sequences: list, pad_id: int, pad_to_multiple_of: int | None = None,
+              max_length: int | None = None) -> dict[str, torch.Tensor]:
     """Right-pad to the longest sequence in the batch (not to a global max length)."""
     longest = max((len(s) for s in sequences), default=1) or 1
     if max_length is not None:  # fixed shapes, for XLA/TPU

@@ -272,7 +272,8 @@ class ClassificationDataModule(L.LightningDataModule):
         # The generator only seeds worker processes; passing one keeps the global RNG (dropout) untouched.
         generator = torch.Generator().manual_seed(cfg.seed)
         loader = ResumableDataLoader(EncodedDataset(self.train), batch_size=cfg.batch_size, sampler=sampler,
-                                     generator=generator, collate_fn=self.collate, num_workers=cfg.cpu_workers,
+                                     generator=generator, collate_fn=self.collate,
+                                     num_workers=cfg.cpu_workers,
                                      persistent_workers=cfg.cpu_workers > 0)
         loader.load_state_dict(self._resume)
         self._train_loader, self._resume = loader, {}
@@ -291,7 +292,8 @@ class ClassificationDataModule(L.LightningDataModule):
     def _eval_loader(self, encoded: Encoded) -> DataLoader:
         # Sorted by length: evaluation order does not matter, and sorted batches hardly pad.
         order = np.argsort(encoded.lengths(), kind="stable")
-        return DataLoader(torch.utils.data.Subset(EncodedDataset(encoded), order.tolist()), batch_size=self.cfg.batch_size * 2,
+        ordered = torch.utils.data.Subset(EncodedDataset(encoded), order.tolist())
+        return DataLoader(ordered, batch_size=self.cfg.batch_size * 2,
                           collate_fn=self.collate, num_workers=self.cfg.cpu_workers)
 
     def val_dataloader(self) -> DataLoader:

@@ -159,7 +159,8 @@ def print_report(r: dict) -> None:
     print(f"  {'':<{width}}  " + "  ".join(f"{n[:width]:>{width}}" for n in r["labels"]))
     for name, row in zip(r["labels"], r["confusion"]):
         print(f"  {name:<{width}}  " + "  ".join(f"{v:>{width},}" for v in row))
-    print("  by length (characters): " + ", ".join(f"{b['chars']}: {b['accuracy']:.3f} (n={b['n']:,})" for b in r["by_length"]))
+    lengths = [f"{b['chars']}: {b['accuracy']:.3f} (n={b['n']:,})" for b in r["by_length"]]
+    print("  by length (characters): " + ", ".join(lengths))
     print(f"  report: {r['out_dir']}/report.json, confusion matrix: {r['out_dir']}/confusion.png")
 
 
@@ -179,7 +180,8 @@ def main(argv=None) -> None:
     from nsmc.runtime import RUNTIMES
     from train.config import names_list
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="an exported model folder or a .ckpt")
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--corpus-dir", "--corpus_dir", help="NSMC: a folder with ratings_{split}.txt(.gz)")
@@ -204,7 +206,8 @@ def main(argv=None) -> None:
     if args.record and Path(args.model).is_dir():
         path = Path(args.model) / "metrics.json"
         metrics = json.loads(path.read_text()) if path.is_file() else {}
-        metrics.update({f"{args.split}_acc": round(report["accuracy"], 5), f"{args.split}_f1": round(report["f1"], 5),
+        metrics.update({f"{args.split}_acc": round(report["accuracy"], 5),
+                        f"{args.split}_f1": round(report["f1"], 5),
                         f"{args.split}_n": report["n"]})
         path.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
         refresh_model_card(Path(args.model), metrics, report["parameters"], report["labels"])

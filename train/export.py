@@ -71,15 +71,15 @@ Data:
 
 {_files_table(metrics, settings)}
 
-Recipe: `train_config.yaml` beside this file holds every setting of the run (`python -m train train_config.yaml`
-reproduces it); `metrics.json` holds the numbers above.
+Recipe: `train_config.yaml` beside this file holds every setting of the run
+(`python -m train train_config.yaml` reproduces it); `metrics.json` holds the numbers above.
 """
     if nsmc:
         card += """
-Intended use: sentiment of short Korean movie reviews (NSMC's reviews are under 140 characters), as a demo or a
-baseline. Limits: trained on movie reviews only, so other domains (products, news, politics) and long texts are
-out of distribution; neutral reviews (ratings 5-8) were excluded from training, so mixed opinions get forced into
-one of two classes; sarcasm and slang drift since the reviews were written are known weak points.
+Intended use: sentiment of short Korean movie reviews (NSMC's reviews are under 140 characters), as a demo or
+a baseline. Limits: trained on movie reviews only, so other domains (products, news, politics) and long texts
+are out of distribution; neutral reviews (ratings 5-8) were excluded from training, so mixed opinions get
+forced into one of two classes; sarcasm and slang drift since the reviews were written are known weak points.
 """
     return card
 
@@ -104,7 +104,8 @@ def export(ckpt_path: str | Path, out_dir: str | Path, dtype: str = "float32", m
     model.to(DTYPES[dtype]).save_pretrained(out)
     tokenizer.save_pretrained(out)
     if settings:
-        (out / "train_config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        recipe = yaml.safe_dump(settings, sort_keys=False, allow_unicode=True)
+        (out / "train_config.yaml").write_text(recipe, encoding="utf-8")
     metrics = metrics if metrics is not None else {}
     def write_json(name: str, value) -> None:
         (out / name).write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -118,7 +119,8 @@ def export(ckpt_path: str | Path, out_dir: str | Path, dtype: str = "float32", m
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("ckpt")
     parser.add_argument("out_dir")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")

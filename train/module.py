@@ -54,9 +54,12 @@ def configure_schedule(module: L.LightningModule, model: torch.nn.Module, cfg) -
     (The tutorial returned `scheduler`, which Lightning ignores, so its LR never changed.)"""
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
     if cfg.scheduler == "exponential":
-        scheduler = {"scheduler": torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma), "interval": "epoch"}
+        decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma)
+        scheduler = {"scheduler": decay, "interval": "epoch"}
     elif cfg.scheduler == "linear":
-        scheduler = {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(module.trainer, cfg.warmup_ratio)), "interval": "step"}
+        factor = linear_schedule(module.trainer, cfg.warmup_ratio)
+        linear = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = {"scheduler": linear, "interval": "step"}
     else:
         return {"optimizer": optimizer}
     return {"optimizer": optimizer, "lr_scheduler": scheduler}
@@ -71,7 +74,8 @@ def linear_schedule(trainer, warmup_ratio: float):
     which would then no longer load with weights_only=True."""
     total = max(1, int(trainer.estimated_stepping_batches))
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # present when max_time is set
-    budget = 0.97 * timer._duration if timer is not None and timer._duration else None  # margin: last validation
+    # 3% margin: the last validation
+    budget = 0.97 * timer._duration if timer is not None and timer._duration else None
 
     def factor(step: int) -> float:
         done = (step + 1) / total
