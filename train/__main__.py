@@ -6,6 +6,7 @@ Usage:
     python -m train configs/kcbert.yaml                    # the tutorial's run: kcbert-base, 3 epochs
     python -m train configs/kcbert.yaml --corpus_dir ../shared/data/nsmc --batch_size 64
     python -m train configs/kcbert.yaml --resume           # continue an interrupted run
+    python -m train --train_file F.csv --text_column_names C --label_column_name L   # your own data (README)
     python -m train --help                                 # every setting
 
 Writes to downstream_model_dir: checkpoints/{best,last}.ckpt, logs/ (CSV; tensorboard/ when installed),
@@ -27,14 +28,12 @@ def run(cfg) -> dict:
     check_base_model(cfg.pretrained_model_name)  # before the imports: a mistake should fail in a second
 
     import lightning as L
-    from transformers import AutoModelForSequenceClassification
 
-    from nsmc.corpus import LABELS
     from nsmc.loading import load_config, load_tokenizer
     from train.config import to_yaml
-    from train.data import NSMCDataModule
+    from train.data import ClassificationDataModule
     from train.export import export
-    from train.module import SentimentClassifier
+    from train.module import ClassifierModule, build_model
     from train.trainer import best_checkpoint, build_trainer, check_output_dir, checkpoint_bytes, resume_path
 
     # 1. Settings and seed; fail early if the output cannot be written.
@@ -42,25 +41,21 @@ def run(cfg) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resume_path(cfg)
 
-    # 2. Tokenizer and model (a Hub name needs the internet once; a local folder never does).
+    # 2. Data (NSMC or your files -> cached encoding -> train/val split -> padded batches); its labels
+    #    shape the model.
     tokenizer = load_tokenizer(cfg.pretrained_model_name)
-    labels = {"num_labels": 2, "id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}}
-    config = load_config(cfg.pretrained_model_name, **labels)
-    fit_max_seq_length(cfg, config)
+    fit_max_seq_length(cfg, load_config(cfg.pretrained_model_name))
     (cfg.out_dir / "train_config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
-    if cfg.from_scratch:
-        model = AutoModelForSequenceClassification.from_config(config)
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(cfg.pretrained_model_name, config=config)
+    datamodule = ClassificationDataModule(cfg, tokenizer, fixed_length=cfg.accelerator == "tpu")
+
+    # 3. Model (a Hub name needs the internet once; a local folder never does).
+    model = build_model(cfg, datamodule.label_names)
     check_output_dir(cfg.out_dir, checkpoint_bytes(model))
 
-    # 3. Data: NSMC -> cached encoding -> seeded train/val split -> dynamically padded batches.
-    datamodule = NSMCDataModule(cfg, tokenizer, fixed_length=cfg.accelerator == "tpu")
-
-    # 4. Fit, keeping the checkpoint with the best validation accuracy (and the last, for --resume).
+    # 4. Fit, keeping the best checkpoint by validation accuracy or macro-F1 (and the last, for --resume).
     #    Lightning loads every checkpoint with weights_only=True: no pickle from a run folder someone sent.
-    module = SentimentClassifier(model, tokenizer, cfg)
-    trainer = build_trainer(cfg, monitor="val_acc", mode="max", max_epochs=cfg.epochs)
+    module = ClassifierModule(model, tokenizer, cfg)
+    trainer = build_trainer(cfg, monitor=cfg.monitor, mode="max", max_epochs=cfg.epochs)
     start = time.time()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if cfg.test_mode:
@@ -74,11 +69,11 @@ def run(cfg) -> dict:
         for result in stage(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True):
             metrics.update({k: int(v) if k.endswith("_n") else round(float(v), 5) for k, v in result.items()})
     metrics.update(best_checkpoint=best, global_step=trainer.global_step, fit_seconds=round(fit_seconds, 1),
-                   device=device_name(trainer), precision=str(trainer.precision))
+                   device=device_name(trainer), precision=str(trainer.precision), data=datamodule.rows)
 
     # 6. Export the best checkpoint as a Hugging Face model folder.
     if trainer.is_global_zero:
-        export(best, cfg.export_dir, cfg.export_dtype, metrics)
+        export(best, cfg.export_dir, cfg.export_dtype, metrics, examples=datamodule.examples())
         (cfg.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         print(summary(metrics, cfg.export_dir))
     return metrics

@@ -30,13 +30,11 @@ def train_wordpiece(texts, vocab_size: int = 16000, min_frequency: int = 2):
 
 
 def read_texts(paths) -> list[str]:
-    from nsmc.corpus import HEADER, open_text, read_lines, read_ratings
+    from nsmc.corpus import is_ratings, read_lines, read_ratings
 
     texts: list[str] = []
     for path in paths:
-        with open_text(path) as f:
-            is_ratings = f.readline().rstrip("\r\n").split("\t") == list(HEADER)
-        texts += read_ratings(path).documents if is_ratings else read_lines(path)
+        texts += read_ratings(path).documents if is_ratings(path) else read_lines(path)
     return texts
 
 
