@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from nsmc import checkpoint
+from nsmc import loading
 from nsmc.corpus import LABELS
 from nsmc.errors import UserError
 
@@ -59,9 +59,9 @@ one of two classes; sarcasm and slang drift since the reviews were written are k
 def export(ckpt_path: str | Path, out_dir: str | Path, dtype: str = "float32", metrics: dict | None = None,
            base_model: str | None = None) -> Path:
     out = Path(out_dir)
-    ckpt = checkpoint.read(ckpt_path)
-    settings = checkpoint.hparams(ckpt)
-    model, tokenizer = checkpoint.load(ckpt_path, base_model=base_model)
+    ckpt = loading.read_checkpoint(ckpt_path)
+    settings = loading.hparams(ckpt)
+    model, tokenizer = loading.load_checkpoint(ckpt_path, base_model=base_model)
     model.config.id2label = dict(enumerate(LABELS))
     model.config.label2id = {name: i for i, name in enumerate(LABELS)}
     out.mkdir(parents=True, exist_ok=True)

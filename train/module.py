@@ -7,7 +7,7 @@ import torch
 from torchmetrics.classification import BinaryAccuracy, BinaryF1Score
 from lightning.pytorch.callbacks import Timer
 
-from nsmc import checkpoint
+from nsmc import loading
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -61,7 +61,7 @@ class SentimentClassifier(L.LightningModule):
         self.model, self.cfg = model.train(), cfg  # from_pretrained returns eval mode: dropout would be off
         # Plain values only, so the checkpoint loads with torch.load(weights_only=True).
         self.save_hyperparameters({k: v for k, v in vars(cfg).items()})
-        self._extras = checkpoint.extras(model, tokenizer)
+        self._extras = loading.checkpoint_extras(model, tokenizer)
         self.train_acc, self.val_acc, self.test_acc = BinaryAccuracy(), BinaryAccuracy(), BinaryAccuracy()
         self.val_f1, self.test_f1 = BinaryF1Score(), BinaryF1Score()
 
@@ -97,7 +97,7 @@ class SentimentClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, ckpt: dict) -> None:
         # Config and tokenizer travel inside the checkpoint: it serves and exports on its own.
-        ckpt[checkpoint.KEY] = self._extras
+        ckpt[loading.CHECKPOINT_KEY] = self._extras
         ckpt[RNG_KEY] = rng_state()
 
     def on_load_checkpoint(self, ckpt: dict) -> None:
