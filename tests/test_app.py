@@ -224,3 +224,67 @@ def test_json_api_beside_gradio_agrees_with_it(server, client):
     assert post({"texts": ["", None]})["predictions"][0]["label"] is None
     with urllib.request.urlopen(server[0] + "api/health", timeout=10) as r:
         assert json.loads(r.read())["status"] == "ok"
+
+
+def page_config(url: str) -> dict:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url + "config", timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_an_nsmc_model_gets_the_korean_sentiment_page(server):
+    config = page_config(server[0])
+    assert config["title"] == "NSMC 영화 리뷰 감정 분석"
+    assert "액션이 없는데도 재미 있는 몇안되는 영화" in json_text(config)
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+@pytest.fixture(scope="module")
+def three_label_app(tmp_path_factory, tiny_tokenizer):
+    """app.py serving a three-label model whose folder has a card and examples.json."""
+    import json
+
+    from app_server import running_app
+    from conftest import make_tiny_model
+
+    folder = make_tiny_model(tmp_path_factory.mktemp("three") / "export", tiny_tokenizer,
+                             labels=["sad", "calm", "happy"])
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n# Moods of Korean diaries\n", encoding="utf-8")
+    (folder / "examples.json").write_text(json.dumps(["오늘은 기분이 좋다", 7, "비가 와서 우울하다"]), encoding="utf-8")
+    with running_app(folder, tmp_path_factory.mktemp("three-app") / "app.log", "--runtime", "torch") as (url, _):
+        yield url
+
+
+def test_a_three_label_model_serves_three_scores_everywhere(three_label_app, tmp_path):
+    import json
+    import urllib.request
+
+    from gradio_client import Client, handle_file
+
+    url, names = three_label_app, {"sad", "calm", "happy"}
+    client = Client(url, verbose=False)
+    page = client.predict("오늘은 기분이 좋다", api_name="/predict")
+    assert set(confidences(page)) == names and page["label"] in names
+    assert sum(confidences(page).values()) == pytest.approx(1.0, abs=1e-4)
+    [row] = client.predict(["오늘은 기분이 좋다"], api_name="/predict_batch")
+    assert set(row) == {"document", *names, "label", "truncated"} and row["label"] in names
+    src = tmp_path / "diary.txt"
+    src.write_text("좋다\n싫다\n", encoding="utf-8")
+    table, _ = client.predict(handle_file(str(src)), api_name="/predict_file")
+    assert table["headers"] == ["document", "sad", "calm", "happy", "label", "truncated"]
+    highlights, _ = client.predict("오늘은 기분이 좋다", api_name="/explain")
+    assert "".join(h["token"] for h in highlights) == "오늘은 기분이 좋다"
+    req = urllib.request.Request(url + "api/predict", data=json.dumps({"text": "좋다"}).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        [p] = json.loads(r.read())["predictions"]
+    assert set(p["scores"]) == names and p["label"] == max(p["scores"], key=p["scores"].get)
+    config = page_config(url)
+    assert config["title"] == "Moods of Korean diaries"  # from the model card
+    assert "비가 와서 우울하다" in json_text(config) and "액션이 없는데도" not in json_text(config)

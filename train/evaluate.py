@@ -69,14 +69,14 @@ def plot_confusion(confusion, names, path: Path, title: str) -> None:
 def evaluate(model_path: str, corpus_dir: str, split: str = "test", out: str | None = None, base_model: str | None = None,
              batch_size: int = 64) -> dict:
     from nsmc.corpus import LABELS, find_split, read_ratings
-    from nsmc.inference import SentimentClassifier, set_threads
+    from nsmc.inference import TextClassifier, set_threads
 
     set_threads()
-    clf = SentimentClassifier.load(model_path, base_model=base_model)
+    clf = TextClassifier.load(model_path, base_model=base_model)
     ratings = read_ratings(find_split(corpus_dir, split))
     print(ratings.summary())
     start = time.time()
-    probs = np.concatenate([clf.predict_proba(ratings.documents[i : i + 4096], batch_size)
+    probs = np.concatenate([clf.predict_proba(ratings.documents[i : i + 4096])
                             for i in progress(range(0, len(ratings), 4096), len(ratings))])
     seconds = time.time() - start
     labels, preds = np.array(ratings.labels), probs.argmax(1)
