@@ -91,11 +91,13 @@ with gr.Blocks(title=page.title, delete_cache=(3600, 3600)) as demo:
     with gr.Tab("하나 · One"):
         with gr.Row():
             with gr.Column():
-                text = gr.Textbox(label=page.input_label, placeholder=page.placeholder, lines=3, elem_id="review")
+                text = gr.Textbox(label=page.input_label, placeholder=page.placeholder, lines=3,
+                                  elem_id="review")
                 button = gr.Button("분석하기 (Analyze)", variant="primary", elem_id="analyze")
                 gr.Examples(page.examples, inputs=text, cache_examples=False) if page.examples else None
             with gr.Column():
-                label = gr.Label(label=page.output_label, num_top_classes=len(classifier.labels), elem_id="sentiment")
+                label = gr.Label(label=page.output_label, num_top_classes=len(classifier.labels),
+                                 elem_id="sentiment")
                 why = gr.HighlightedText(label=page.why_label, show_legend=False, show_inline_category=False,
                                          elem_id="why")
                 note = gr.Markdown(elem_id="note")
@@ -116,5 +118,5 @@ if __name__ == "__main__":
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth, quiet=True,
                 max_file_size=5 * MAX_BYTES, state_session_capacity=500, prevent_thread_lock=True,
                 app_kwargs={"routes": api.routes(classifier, args.auth)})  # /api/predict and /api/health
-    print(banner(classifier.describe(), demo.local_url, args.share, demo.share_url, bool(args.auth)), flush=True)
+    print(banner(classifier.describe(), demo.local_url, args.share, demo.share_url, args.auth), flush=True)
     demo.block_thread()

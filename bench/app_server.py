@@ -38,13 +38,15 @@ def app_env(**extra) -> dict:
 
 
 @contextmanager
-def running_app(model: str | Path, log_path: Path, *args: str, timeout: float = 120.0, no_model: bool = False,
-                **env: str):
-    """Yield (url, process) once the server answers HTTP; stop it afterwards (by its own pid).
-    `args`: more app.py options (e.g. "--runtime", "torch"); `env`: more environment (e.g. GRADIO_AUTH)."""
-    port = free_port()
+def running_app(model: str | Path, log_path: Path, *args: str, timeout: float = 120.0,
+                no_model: bool = False, port: int | None = None, poll: float = 0.25, **env: str):
+    """Yield (url, process) once the server answers HTTP (asked every `poll` s); stop it afterwards, by
+    its own pid. `args`: more app.py options ("--runtime", "torch"); `env`: more environment (GRADIO_AUTH)."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}/"
-    app = ["-c", NO_MODEL.format(root=str(ROOT), app=str(ROOT / "app.py"))] if no_model else [str(ROOT / "app.py")]
+    app = [str(ROOT / "app.py")]
+    if no_model:
+        app = ["-c", NO_MODEL.format(root=str(ROOT), app=app[0])]
     with open(log_path, "w") as log:  # the child keeps its own copy of the file descriptor
         proc = subprocess.Popen([sys.executable, *app, "--model", str(model), "--host", "127.0.0.1",
                                  "--port", str(port), *args], cwd=ROOT, env=app_env(**env), stdout=log,
@@ -53,7 +55,8 @@ def running_app(model: str | Path, log_path: Path, *args: str, timeout: float = 
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"app.py exited with {proc.returncode}:\n{Path(log_path).read_text()[-3000:]}")
+                log = Path(log_path).read_text()[-4000:]
+                raise RuntimeError(f"app.py exited with {proc.returncode}:\n{log}")
             try:
                 with urllib.request.urlopen(url + "gradio_api/info", timeout=2):
                     break
@@ -61,8 +64,9 @@ def running_app(model: str | Path, log_path: Path, *args: str, timeout: float = 
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"app.py did not answer within {timeout:.0f} s:\n{Path(log_path).read_text()}")
-                time.sleep(0.25)  # polling a starting server, not waiting for threads to overlap
+                    log = Path(log_path).read_text()[-4000:]
+                    raise TimeoutError(f"app.py did not answer within {timeout:.0f} s:\n{log}")
+                time.sleep(poll)  # polling a starting server, not waiting for threads to overlap
         yield url, proc
     finally:
         proc.terminate()

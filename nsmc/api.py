@@ -2,7 +2,8 @@
 
     POST /api/predict   {"text": "정말 재밌었다"}  or  {"texts": ["정말 재밌었다", "시간 아깝다"]}
       -> {"model": "nsmc-small",
-          "predictions": [{"label": "positive", "scores": {"negative": 0.03, "positive": 0.97}, "truncated": false}]}
+          "predictions": [{"label": "positive", "scores": {"negative": 0.03, "positive": 0.97},
+                           "truncated": false}]}
     GET  /api/health    -> {"status": "ok", "model": ..., "runtime": ..., "labels": [...]}
 
 It skips Gradio's queue and event stream, most of a small model's cost per request (bench/RESULTS.md,
@@ -58,9 +59,11 @@ def _check_login(request: Request, auth: tuple[str, str] | None) -> None:
     except (binascii.Error, UnicodeDecodeError):
         user = password = ""
     # compare_digest on both parts, always: the time taken says nothing about which part was wrong.
-    ok = secrets.compare_digest(user.encode(), auth[0].encode()) & secrets.compare_digest(password.encode(), auth[1].encode())
+    ok = (secrets.compare_digest(user.encode(), auth[0].encode())
+          & secrets.compare_digest(password.encode(), auth[1].encode()))
     if scheme.lower() != "basic" or not ok:
-        raise Refused(401, "login required: send the app's USER:PASSWORD as HTTP Basic auth (curl -u USER:PASSWORD)",
+        raise Refused(401, "login required: send the app's USER:PASSWORD as HTTP Basic auth "
+                           "(curl -u USER:PASSWORD)",
                       {"WWW-Authenticate": 'Basic realm="nsmc"'})
 
 

@@ -105,7 +105,7 @@ class TextClassifier:
         self.labels = [DISPLAY[n] for n in names] if self.is_nsmc else names
         # The tokenizer's own limit when it has a real one (RoBERTa-style models reserve positions).
         limit = getattr(tokenizer, "model_max_length", None) or 10**9
-        self.max_length = min(getattr(config, "max_position_embeddings", 512), limit if limit < 10**6 else 10**9)
+        self.max_length = min(getattr(config, "max_position_embeddings", 512), limit)
         self._tok = truncating(tokenizer, self.max_length)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.batcher = Batcher(self.forward, len(names), workers=self.runtime.streams, max_batch=BATCH_SIZE,
@@ -123,7 +123,8 @@ class TextClassifier:
         except (ImportError, RuntimeError, OSError) as e:
             if runtime in ("torch", "int8"):
                 raise
-            log(f"The {runtime} runtime is unavailable ({type(e).__name__}: {str(e)[:200]}); serving with torch.")
+            log(f"The {runtime} runtime is unavailable ({type(e).__name__}: {str(e)[:200]}); "
+                "serving with torch.")
             backend = TorchRuntime(model)
         path = Path(path)
         folder = path if path.is_dir() else path.parent

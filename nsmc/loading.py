@@ -40,7 +40,8 @@ def load_tokenizer(name_or_dir: str | os.PathLike):
         return AutoTokenizer.from_pretrained(str(name_or_dir), do_lower_case=False)
     except (OSError, ValueError) as e:
         if Path(name_or_dir).is_dir():
-            raise UserError(f"{name_or_dir} has no usable tokenizer files (tokenizer.json or vocab.txt): {e}") from None
+            raise UserError(f"{name_or_dir} has no usable tokenizer files (tokenizer.json or vocab.txt): "
+                            f"{e}") from None
         raise _offline_hint(str(name_or_dir), "tokenizer", e) from None
 
 
@@ -71,7 +72,8 @@ def load_classifier(path: str | os.PathLike, base_model: str | None = None, dtyp
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError, RuntimeError) as e:
-        raise UserError(f"Could not load the model in {path} (missing or corrupt weights?): {str(e)[:300]}") from None
+        raise UserError(f"Could not load the model in {path} (missing or corrupt weights?): "
+                        f"{str(e)[:300]}") from None
     return model.eval(), load_tokenizer(path)
 
 
@@ -94,8 +96,8 @@ def read_checkpoint(path: str | Path) -> dict:
 
     def corrupt(detail: str) -> UserError:
         return UserError(
-            f"{path} is not a readable checkpoint (corrupt or truncated: {detail}). Re-export or re-train it; "
-            f"`python -m train --resume` continues from the last good checkpoint. {CKPT_FIX}"
+            f"{path} is not a readable checkpoint (corrupt or truncated: {detail}). Re-export or "
+            f"re-train it; `python -m train --resume` continues from the last good checkpoint. {CKPT_FIX}"
         )
 
     if not zipfile.is_zipfile(path):  # torch.save writes zip archives: anything else is damage
@@ -111,7 +113,8 @@ def read_checkpoint(path: str | Path) -> dict:
             f"({detail}). Only checkpoints with plain weights and settings are loaded. {CKPT_FIX}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError, KeyError) as e:
-        raise corrupt(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else 'no detail'}") from None
+        first_line = str(e).splitlines()[0][:200] if str(e) else "no detail"
+        raise corrupt(f"{type(e).__name__}: {first_line}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"{path} is not a Lightning checkpoint (no 'state_dict' in it). {CKPT_FIX}")
     return ckpt
@@ -148,7 +151,8 @@ def load_checkpoint(path: str | Path, base_model: str | None = None, dtype=torch
     if missing or unexpected:
         raise UserError(
             f"{path} does not match the model architecture: {len(missing)} missing weights "
-            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). Is the base model right?"
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). "
+            "Is the base model right?"
         )
     if ours.get("tokenizer_files"):
         with tempfile.TemporaryDirectory() as tmp:

@@ -77,7 +77,7 @@ def page_for(classifier, title: str | None = None) -> Page:
     return Page(
         title=title,
         intro=f"# {title}\n텍스트를 넣으면 레이블별 확률과 판정에 영향을 준 단어를 보여 줍니다. "
-              f"Type a text to see the probability of each label ({labels}) and which words decided the top one.",
+              f"Type a text to see the probability of each label ({labels}) and the words behind the top one.",
         input_label="텍스트 (text)",
         placeholder="",
         output_label="레이블 (label)",
@@ -86,7 +86,7 @@ def page_for(classifier, title: str | None = None) -> Page:
     )
 
 
-def banner(described: str, local_url: str, share: bool, share_url: str | None, login: bool) -> str:
+def banner(described: str, local_url: str, share: bool, share_url: str | None, login) -> str:
     """What the app prints once it listens (Gradio's own lines are quieted: they speak of launch())."""
     lines = [f"Serving {described} at {local_url}"]
     if share_url:

@@ -40,7 +40,8 @@ def _column(text: str, delimiter: str, name: str, max_rows: int) -> list[str]:
         raise UserError(f"{name}: cannot parse the header row ({e}).") from None
     if COLUMN not in header:
         shown = ", ".join(header[:8]) or "(none)"
-        raise UserError(f"{name} has no '{COLUMN}' column (columns found: {shown}). Name the review column '{COLUMN}'.")
+        raise UserError(f"{name} has no '{COLUMN}' column (columns found: {shown}). "
+                        f"Name the review column '{COLUMN}'.")
     index = header.index(COLUMN)
     docs = []
     try:
@@ -56,7 +57,8 @@ def _column(text: str, delimiter: str, name: str, max_rows: int) -> list[str]:
 def check_rows(n: int, max_rows: int = MAX_ROWS, what: str = "this call") -> None:
     """The one check of the row limit."""
     if n > max_rows:
-        raise UserError(f"{what} has more than {max_rows:,} reviews; the limit is {max_rows:,} a call. Split it.")
+        raise UserError(f"{what} has more than {max_rows:,} reviews; the limit is {max_rows:,} a call. "
+                        "Split it.")
 
 
 def read_reviews(path: str | Path, max_bytes: int = MAX_BYTES, max_rows: int = MAX_ROWS) -> list[str]:
@@ -64,10 +66,12 @@ def read_reviews(path: str | Path, max_bytes: int = MAX_BYTES, max_rows: int = M
     path = Path(path)
     name = path.name
     if path.suffix.lower() not in SUFFIXES:
-        raise UserError(f"{name}: upload a .txt (one review a line), .csv or .tsv (with a '{COLUMN}' column).")
+        raise UserError(f"{name}: upload a .txt (one review a line), .csv or .tsv "
+                        f"(with a '{COLUMN}' column).")
     size = path.stat().st_size
     if size > max_bytes:
-        raise UserError(f"{name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. Split it into smaller files.")
+        raise UserError(f"{name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
+                        "Split it into smaller files.")
     data = path.read_bytes()
     if b"\x00" in data[:4096]:
         raise UserError(f"{name} looks like a binary file, not text.")

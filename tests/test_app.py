@@ -162,7 +162,7 @@ def failed_starts(tiny_model_dir, tmp_path_factory):
         # Imported the way `gradio app.py` and Spaces tooling do; MODEL_DIR picks the model.
         "import": (["-c", "import sys, app; print(app.classifier.name, sorted(m for m in sys.modules "
                           "if m.split('.')[0] in ('lightning', 'pytorch_lightning', 'train')))"],
-                   ROOT, {"MODEL_DIR": str(tiny_model_dir)}),
+                   ROOT, {"MODEL_DIR": str(tiny_model_dir), "NSMC_RUNTIME": "torch"}),
     }
     procs = {
         name: subprocess.Popen([sys.executable, *argv], cwd=cwd, env=app_env(**env), stdout=subprocess.PIPE,
