@@ -20,8 +20,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 # No concurrency limit: every handler hands its texts to the classifier's one Batcher, which decides.
 # api_open=False closes /gradio_api/run/<name>, which would skip the queue and its size cap.
 QUEUE = dict(max_size=256, default_concurrency_limit=None, api_open=False)
-# At launch: 500 sessions kept (Gradio keeps a copy of the page for each, 10,000 by default); uploads
-# over 5x MAX_BYTES refused at the door (read_reviews explains MAX_BYTES itself).
+# launch(): 500 sessions, each a copy of the page (not 10,000); uploads over 5x MAX_BYTES refused at once.
 
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -42,8 +41,7 @@ atexit.register(shutil.rmtree, OUT_DIR, ignore_errors=True)
 
 
 @contextmanager
-def user_errors():
-    """A user's mistake or a full server (Busy): a message on the page, not a traceback."""
+def user_errors():  # a user's mistake or a full server (Busy): a message on the page, not a traceback
     try:
         yield
     except UserError as e:

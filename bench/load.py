@@ -1,7 +1,7 @@
 """A bounded load test of app.py: concurrent clients, a mix of good and bad requests, server memory.
 
 Usage:
-    python bench/load.py --model models/nsmc-small                 # both APIs: 16 clients, 60 s, then on to 10,000 requests
+    python bench/load.py --model models/nsmc-small   # both APIs: 16 clients, 60 s, then up to 10,000 requests
     python bench/load.py --model DIR --api json --clients 16 --seconds 60 --requests 10000 --no-write
     python bench/load.py --model .cache/bench/kcbert-base --requests 0 --warmup 300
         # kcbert-base's architecture and vocabulary with random weights (bench/speed.py builds it from
@@ -49,7 +49,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from app_server import free_port, running_app  # noqa: E402  (the launcher the tests use too)
-from speed import DATA, RESULTS, machine, write_section  # noqa: E402  (one way to rewrite a section of RESULTS.md)
+from speed import DATA, RESULTS, machine, write_section  # noqa: E402  (one writer of RESULTS.md sections)
 
 QUEUE_BATCH = 16  # a batch size to compare with: the model alone on batches of 16 reviews
 BAD_INPUTS = [
@@ -159,7 +159,7 @@ class JsonApi(Connection):
 
 APIS = {"gradio": GradioApi, "json": JsonApi}
 ROUTES = {
-    "gradio": "Gradio's API (`POST /gradio_api/call/<name>`, then its event stream; one Gradio session per client)",
+    "gradio": "Gradio's API (`POST /gradio_api/call/<name>`, then its event stream; a session a client)",
     "json": "the JSON API (`POST /api/predict`, one answer)",
 }
 
@@ -393,12 +393,17 @@ def main(argv=None) -> None:
     lines = [
         f"## Load: {Path(args.model).name}",
         "",
-        f"`python bench/load.py --model {model} --api {args.api} --clients {args.clients} --seconds {args.seconds:g} "
-        f"--requests {args.requests} --warmup {args.warmup}` on this machine: {cpu['cores']} usable CPU cores "
-        f"({cpu['cpu']}), server and clients on the same cores. {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"`python bench/load.py --model {model} --api {args.api} --clients {args.clients} --seconds "
+        f"{args.seconds:g} "
+        f"--requests {args.requests} --warmup {args.warmup}` on this machine: {cpu['cores']} usable CPU "
+        "cores "
+        f"({cpu['cpu']}), server and clients on the same cores. "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        f"Mix: 70% single reviews (NSMC test reviews), 15% batches of 8-32 reviews, 15% bad inputs that must still be "
-        f"answered (empty, blank, 100,000 characters, lone surrogates, `<script>`, a number, null), from {args.clients} "
+        "Mix: 70% single reviews (NSMC test reviews), 15% batches of 8-32 reviews, 15% bad inputs that "
+        "must still be "
+        "answered (empty, blank, 100,000 characters, lone surrogates, `<script>`, a number, null), from "
+        f"{args.clients} "
         "clients, each one keep-alive connection calling "
         + "; or ".join(ROUTES[n] for n in names)
         + ". Each API gets "
@@ -427,7 +432,8 @@ def main(argv=None) -> None:
             lambda r: f"{r['served'] / alone['batch16']:.0%}",
         ),
         row(
-            "requests/s with no model (forward passes replaced by a constant): the serving layer's ceiling here",
+            "requests/s with no model (forward passes replaced by a constant): the serving layer's ceiling "
+            "here",
             lambda r: f"{r['ceiling_rps']:.1f} ({1000 / r['ceiling_rps']:.1f} ms a request)",
         ),
         row(
@@ -454,7 +460,8 @@ def main(argv=None) -> None:
         row(
             f"server memory (RSS): started → after {args.warmup:,} warm-up requests → after the run",
             lambda r: (
-                f"{r['rss_started'] / 2**20:.0f} → {r['rss_before'] / 2**20:.0f} → {r['rss_after'] / 2**20:.0f} MiB "
+                f"{r['rss_started'] / 2**20:.0f} → {r['rss_before'] / 2**20:.0f} → "
+                f"{r['rss_after'] / 2**20:.0f} MiB "
                 f"({r['rss_after'] / r['rss_before'] - 1:+.1%} after warm-up)"
             ),
             "< +10%",
@@ -466,15 +473,18 @@ def main(argv=None) -> None:
         trace = ", ".join(f"{n:,}: {rss / 2**20:.0f}" for n, rss in r["rss_trace"])
         lines += [f"Server RSS in MiB by requests answered, {name} API: {trace}.", ""]
     lines += [
-        f"The model alone ran with the server stopped, {alone['callers']} caller threads at once (one per forward pass "
+        f"The model alone ran with the server stopped, {alone['callers']} caller threads at once (one per "
+        "forward pass "
         "the runtime runs side by side), in rounds alternating the two ways "
         f"(same mix: {', '.join(f'{x:.0f}' for x in alone['runs']['same'])}; batches of {QUEUE_BATCH}: "
         f"{', '.join(f'{x:.0f}' for x in alone['runs']['batch16'])} reviews/s); it needs "
         + ", ".join(
             f"{ms:.1f} ms of the cores per request of the {n} run's mix" for n, ms in per_request_ms.items()
         )
-        + ". The gap between served and the same requests is what the serving layer costs: HTTP, JSON, the API's queue "
-        "(Gradio's queue and event stream, or the JSON API's batcher), and the Python that shares the cores with the "
+        + ". The gap between served and the same requests is what the serving layer costs: HTTP, JSON, the "
+          "API's queue "
+        "(Gradio's queue and event stream, or the JSON API's batcher), and the Python that shares the cores "
+        "with the "
         "model and the clients.",
         "",
     ]

@@ -2,8 +2,9 @@
 
 Usage (from the project root; not part of the test run):
 
-    .venv/bin/python bench/speed.py --model models/nsmc-small             # the full run (~15-25 min on 2 cores)
-    .venv/bin/python bench/speed.py --reviews 40 --train-repeats 1 --prep-repeats 1 --prep-limit 20000 --no-write   # a quick look
+    .venv/bin/python bench/speed.py --model models/nsmc-small     # the full run (~15-25 min on 2 cores)
+    .venv/bin/python bench/speed.py --reviews 40 --train-repeats 1 --prep-repeats 1 --prep-limit 20000 \
+        --no-write                                                  # a quick look
 
 Models: kcbert-base with random weights, from ../shared/kcbert-base (its real config.json, vocab.txt
 and tokenizer settings: kcbert's own tokenization, lengths and compute; skipped with a note when that
@@ -15,7 +16,8 @@ Sections (--sections, default all), each pair run alternately in the same proces
            against the serving path (nsmc.inference.TextClassifier.predict, through its Batcher, which
            runs a lone pass on every core) on each runtime of nsmc.runtime;
   batch    the same reviews in batches of 32, both ways;
-  memory   serving peak memory: each variant alone in a fresh child process (load, 32 single reviews, one batch);
+  memory   serving peak memory: each variant alone in a fresh child process (load, 32 single reviews,
+           one batch);
   train    optimizer steps (AdamW, batch 32) on a random sample of the train split: the tutorial's
            features padded to 128 with RandomSampler + data_collator, against ours (train.data:
            LengthGroupedSampler + Collate, dynamic padding);
@@ -23,7 +25,8 @@ Sections (--sections, default all), each pair run alternately in the same proces
            128, torch.save of a list of dataclasses) against nsmc.encoding.encode_file (Rust encode_batch,
            .npz cache), cold and from cache; each run in a fresh child process, so its peak memory is its own.
 Peak memory: serving and preparation variants each run in their own child process and report its peak RSS
-(VmHWM); training reports the shared process's peak RSS while each way runs (sampled every 5 ms). The `## Speed` section of bench/RESULTS.md is rewritten (other sections are kept);
+(VmHWM); training reports the shared process's peak RSS while each way runs (sampled every 5 ms).
+The `## Speed` section of bench/RESULTS.md is rewritten (other sections are kept);
 raw numbers go to .cache/bench/speed-*.json.
 """
 
@@ -398,7 +401,8 @@ def prep_worker(args) -> None:
 
 
 def vm_hwm() -> int:
-    """Peak RSS of this process (VmHWM; not ru_maxrss, which after fork + exec starts at the parent's peak)."""
+    """Peak RSS of this process (VmHWM; not ru_maxrss, which after fork + exec starts at the parent's
+    peak)."""
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 
 
@@ -532,38 +536,51 @@ def report(res: dict, command: str) -> str:
         "## Speed",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {m['cpu']}, {m['cores']} usable cores, {m['memory_gb']} GB; Python {m['python']}, torch {m['torch']} "
-        f"({m['torch_threads']} threads), transformers {m['transformers']}, tokenizers {m['tokenizers']}, onnxruntime {m['onnxruntime']}  ",
-        f"Run: {res['started']} to {res['finished']} UTC; load average {m['load_before']} before, {m['load_after']} after "
-        f"(other jobs on the machine add noise; both sides of each pair ran interleaved, so they saw the same load)  ",
-        'Tutorial = bench/tutorial.py (ratsnlp\'s way: slow `BertTokenizerLegacy`, `padding="max_length"` 128, fp32, `torch.no_grad`, '
-        "dataclass features, `torch.save` cache, `data_collator`). Ours = `nsmc.inference.TextClassifier` with each "
-        "`nsmc.runtime` backend, `train.data` (dynamic padding, length-grouped batches), `nsmc.encoding.encode_file`.",
+        f"Machine: {m['cpu']}, {m['cores']} usable cores, {m['memory_gb']} GB; Python {m['python']}, torch "
+        f"{m['torch']} "
+        f"({m['torch_threads']} threads), transformers {m['transformers']}, tokenizers {m['tokenizers']}, "
+        f"onnxruntime {m['onnxruntime']}  ",
+        f"Run: {res['started']} to {res['finished']} UTC; load average {m['load_before']} before, "
+        f"{m['load_after']} after "
+        "(other jobs on the machine add noise; both sides of each pair ran interleaved, so they saw the "
+        "same load)  ",
+        "Tutorial = bench/tutorial.py (ratsnlp's way: slow `BertTokenizerLegacy`, "
+        '`padding="max_length"` 128, fp32, `torch.no_grad`, '
+        "dataclass features, `torch.save` cache, `data_collator`). Ours = `nsmc.inference.TextClassifier` "
+        "with each "
+        "`nsmc.runtime` backend, `train.data` (dynamic padding, length-grouped batches), "
+        "`nsmc.encoding.encode_file`.",
         "",
     ]
     busy = max(m["load_before"][0], m.get("load_after", [0])[0])
     if busy > 0.75 * m["cores"]:
         res.setdefault("notes", []).append(
-            f"the machine was busy with other jobs (load average up to {busy:.1f} on {m['cores']} cores). torch's {m['torch_threads']} "
-            "OpenMP threads then wait on each other at every operator, so every torch row (the tutorial's, ours/torch, ours/int8, "
-            "training) runs several times slower than on an idle machine, while ONNX Runtime (no busy-waiting) suffers much less: "
-            "the ONNX speed-ups here are inflated and the torch ones understated. Rerun on an idle machine for numbers to quote."
+            f"the machine was busy with other jobs (load average up to {busy:.1f} on {m['cores']} cores). "
+            f"torch's {m['torch_threads']} "
+            "OpenMP threads then wait on each other at every operator, so every torch row (the tutorial's, "
+            "ours/torch, ours/int8, "
+            "training) runs several times slower than on an idle machine, while ONNX Runtime (no "
+            "busy-waiting) suffers much less: "
+            "the ONNX speed-ups here are inflated and the torch ones understated. Rerun on an idle machine "
+            "for numbers to quote."
         )
     for note in res.get("notes", []):
         out += [f"- Note: {note}"]
     if res.get("notes"):
         out.append("")
     for mres in res["models"]:
-        name = mres["model"]
+        name, path = mres["model"], Path(mres["path"])
         out += [
-            f"### {name} ({mres['params_m']}M parameters; `{Path(mres['path']).relative_to(ROOT) if Path(mres['path']).is_relative_to(ROOT) else mres['path']}`)",
+            f"### {name} ({mres['params_m']}M parameters; "
+            f"`{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`)",
             "",
         ]
         out += (
             []
             if not mres["latency"]
             else [
-                f"Reviews: {res['reviews']} drawn from the test split (seed {res['seed']}). Slow and fast tokenizers gave identical ids "
+                f"Reviews: {res['reviews']} drawn from the test split (seed {res['seed']}). Slow and fast "
+                "tokenizers gave identical ids "
                 f"for {mres['same_tokens']}. Prediction agreement with the tutorial's fp32 on 64 reviews: "
                 + ", ".join(f"{k} {v:.0%}" for k, v in mres["agree_with_tutorial_fp32"].items())
                 + ".",
@@ -576,7 +593,8 @@ def report(res: dict, command: str) -> str:
         ):  # any one section alone still gets its columns (the rest n/a)
             tut = mres["latency"].get("tutorial", {})
             out += [
-                "| one review | p50 ms | p95 ms | reviews/s | p50 speed-up | batch-32 reviews/s | batch speed-up | serving peak RSS MB |",
+                "| one review | p50 ms | p95 ms | reviews/s | p50 speed-up | batch-32 reviews/s | batch "
+                "speed-up | serving peak RSS MB |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|",
             ]
             for k in mres["latency"] or mres["batch"] or sm:
@@ -584,15 +602,20 @@ def report(res: dict, command: str) -> str:
                 b = mres["batch"].get(k, {}).get("median_reviews_per_s")
                 bt = mres["batch"].get("tutorial", {}).get("median_reviews_per_s")
                 out.append(
-                    f"| {k} | {fmt(v.get('p50_ms'))} | {fmt(v.get('p95_ms'))} | {fmt(v.get('reviews_per_s'))} | "
-                    f"{'-' if k == 'tutorial' else ratio(tut.get('p50_ms'), v.get('p50_ms'))} | {fmt(b)} | {'-' if k == 'tutorial' else ratio(b, bt)} | "
+                    f"| {k} | {fmt(v.get('p50_ms'))} | {fmt(v.get('p95_ms'))} | "
+                    f"{fmt(v.get('reviews_per_s'))} | "
+                    f"{'-' if k == 'tutorial' else ratio(tut.get('p50_ms'), v.get('p50_ms'))} | {fmt(b)} | "
+                    f"{'-' if k == 'tutorial' else ratio(b, bt)} | "
                     f"{sm.get(k, {}).get('peak_rss_mb', 'n/a')} |"
                 )
             out += [
                 "",
-                "Serving peak RSS: a fresh process that loads only that variant and answers 32 reviews one by one, then as one "
-                "batch (`--sections memory`; Python + torch + transformers alone take a few hundred MB of it). The ONNX rows still hold the "
-                "torch model that `TextClassifier` loads. Time to build each variant in this run (an ONNX graph is exported / "
+                "Serving peak RSS: a fresh process that loads only that variant and answers 32 reviews one "
+                "by one, then as one "
+                "batch (`--sections memory`; Python + torch + transformers alone take a few hundred MB of "
+                "it). The ONNX rows still hold the "
+                "torch model that `TextClassifier` loads. Time to build each variant in this run (an ONNX "
+                "graph is exported / "
                 "quantized on first use, then loaded from .cache/runtime/): "
                 + ", ".join(f"{k} {v} s" for k, v in mres.get("build_s", {}).items())
                 + ".",
@@ -601,43 +624,55 @@ def report(res: dict, command: str) -> str:
         if mres.get("train"):
             t = mres["train"]
             out += [
-                f"Training throughput (AdamW steps of batch 32 on {t['pool']:,} reviews sampled from the train split; "
-                f"{t['tutorial']['steps_per_run']} tutorial / {t['ours']['steps_per_run']} ours steps per run, runs alternating):",
+                f"Training throughput (AdamW steps of batch 32 on {t['pool']:,} reviews sampled from the "
+                "train split; "
+                f"{t['tutorial']['steps_per_run']} tutorial / {t['ours']['steps_per_run']} ours steps per "
+                "run, runs alternating):",
                 "",
-                "| training | reviews/s (median) | runs | mean padded length | peak RSS MB (whole process) | speed-up |",
+                "| training | reviews/s (median) | runs | mean padded length | peak RSS MB (whole process) "
+                "| speed-up |",
                 "|---|---:|---|---:|---:|---:|",
             ]
+            tut_rate = t["tutorial"]["median_reviews_per_s"]
             for way in ("tutorial", "ours"):
                 v = t[way]
                 out.append(
-                    f"| {way} | {fmt(v['median_reviews_per_s'], 2)} | {v['runs']} | {v['mean_padded_length']:.1f} | {v['peak_rss_mb']} | "
-                    f"{'-' if way == 'tutorial' else ratio(v['median_reviews_per_s'], t['tutorial']['median_reviews_per_s'])} |"
+                    f"| {way} | {fmt(v['median_reviews_per_s'], 2)} | {v['runs']} | "
+                    f"{v['mean_padded_length']:.1f} | {v['peak_rss_mb']} | "
+                    f"{'-' if way == 'tutorial' else ratio(v['median_reviews_per_s'], tut_rate)} |"
                 )
             out += [
                 "",
-                "Training peak RSS is the process's (one model and AdamW state shared by both ways, tutorial and ours in alternating "
-                "runs; memory the allocator kept from an earlier run counts again). Ours' peak depends on the batch: a batch of the "
-                "longest reviews pads to 128 like every tutorial batch, so our worst case equals the tutorial's; typical batches are "
+                "Training peak RSS is the process's (one model and AdamW state shared by both ways, "
+                "tutorial and ours in alternating "
+                "runs; memory the allocator kept from an earlier run counts again). Ours' peak depends on "
+                "the batch: a batch of the "
+                "longest reviews pads to 128 like every tutorial batch, so our worst case equals the "
+                "tutorial's; typical batches are "
                 "far shorter.",
                 "",
             ]
     if res.get("prep"):
         p = res["prep"]
         out += [
-            f"### Preparing the training set ({p['tutorial-cold']['reviews']:,} reviews, kcbert-base vocabulary, max length 128)",
+            f"### Preparing the training set ({p['tutorial-cold']['reviews']:,} reviews, kcbert-base "
+            "vocabulary, max length 128)",
             "",
-            "| preparation | median s | runs s | peak RSS MB (child process) | of which the preparation | speed-up |",
+            "| preparation | median s | runs s | peak RSS MB (child process) | of which the preparation | "
+            "speed-up |",
             "|---|---:|---|---:|---:|---:|",
         ]
         for k in ("tutorial-cold", "ours-cold", "tutorial-cache", "ours-cache"):
             v = p[k]
             base = p["tutorial-" + k.split("-")[1]]["median_s"]
             out.append(
-                f"| {k} | {fmt(v['median_s'], 2)} | {v['runs_s']} | {v['peak_rss_mb']} | +{v['extra_mb']} | {'-' if k.startswith('tutorial') else ratio(base, v['median_s'])} |"
+                f"| {k} | {fmt(v['median_s'], 2)} | {v['runs_s']} | {v['peak_rss_mb']} | +{v['extra_mb']} | "
+                f"{'-' if k.startswith('tutorial') else ratio(base, v['median_s'])} |"
             )
         out += [
             "",
-            f"Cache on disk: tutorial {p['cache_size_mb']['tutorial']} MB (pickled dataclasses), ours {p['cache_size_mb']['ours']} MB (.npz).",
+            f"Cache on disk: tutorial {p['cache_size_mb']['tutorial']} MB (pickled dataclasses), ours "
+            f"{p['cache_size_mb']['ours']} MB (.npz).",
             "",
         ]
     out += ["### Targets (ours over the tutorial, same run)", ""]
@@ -654,7 +689,8 @@ def targets(res: dict) -> list[str]:
             if k != "tutorial":
                 r = tut / v["p50_ms"]
                 lines.append(
-                    f"one-review latency, kcbert-base, {k}: {r:.1f}x (target 10x: {'met' if r >= 10 else 'not met'})"
+                    f"one-review latency, kcbert-base, {k}: {r:.1f}x (target 10x: "
+                    f"{'met' if r >= 10 else 'not met'})"
                 )
     if kc and kc.get("train"):
         r = kc["train"]["ours"]["median_reviews_per_s"] / kc["train"]["tutorial"]["median_reviews_per_s"]
@@ -666,7 +702,8 @@ def targets(res: dict) -> list[str]:
         for state, goal in (("cold", 4), ("cache", 20)):
             r = p[f"tutorial-{state}"]["median_s"] / p[f"ours-{state}"]["median_s"]
             lines.append(
-                f"data preparation, {'cold' if state == 'cold' else 'from cache'}: {r:.1f}x (target {goal}x: {'met' if r >= goal else 'not met'})"
+                f"data preparation, {'cold' if state == 'cold' else 'from cache'}: {r:.1f}x (target "
+                f"{goal}x: {'met' if r >= goal else 'not met'})"
             )
     return lines or ["no kcbert-base or preparation results to compare with the targets"]
 
@@ -746,7 +783,8 @@ def main(argv=None) -> None:
         models.append((shipped.name, shipped))
     else:
         res["notes"].append(
-            f"{args.model} does not exist yet: the shipped model was skipped (rerun with --model DIR once it does)."
+            f"{args.model} does not exist yet: the shipped model was skipped (rerun with --model DIR once "
+            "it does)."
         )
         log(res["notes"][-1])
     reviews = sample_reviews(args.reviews, args.seed)
@@ -779,7 +817,8 @@ def main(argv=None) -> None:
     if not args.no_write:
         write_section(text)
         log(
-            f"Wrote the ## Speed section of {RESULTS.relative_to(ROOT)}; raw numbers in {raw.relative_to(ROOT)}"
+            f"Wrote the ## Speed section of {RESULTS.relative_to(ROOT)}; raw numbers in "
+            f"{raw.relative_to(ROOT)}"
         )
 
 

@@ -17,6 +17,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Apps the tests start serve with torch: the runtime is not under test there (an ONNX export costs seconds).
+os.environ["NSMC_RUNTIME"] = "torch"
 # ONNX graphs built for the tests' throwaway models go to a temporary folder, not the project's
 # .cache/runtime/ (each run's models have new paths, so each run would add folders there). Set
 # here, before any test module copies os.environ for the subprocesses it starts.
@@ -71,10 +73,9 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 
 @pytest.fixture(scope="session")
 def app_server(tiny_model_dir, tmp_path_factory):
-    """(url, process) of one real `app.py` serving the tiny model with torch (the runtime is not under
-    test there), shared by the app, security and browser tests (each start costs ~10 s of imports)."""
+    """(url, process) of one real `app.py` serving the tiny model, shared by the app, security and
+    browser tests (each start costs ~10 s of imports)."""
     from app_server import running_app
 
-    log = tmp_path_factory.mktemp("app") / "app.log"
-    with running_app(tiny_model_dir, log, "--runtime", "torch") as (url, proc):
+    with running_app(tiny_model_dir, tmp_path_factory.mktemp("app") / "app.log") as (url, proc):
         yield url, proc

@@ -115,14 +115,15 @@ def test_limits_on_rows_and_bytes(clf):
 
 
 def test_busy_server_says_retry_later(clf):
-    full = Failing(clf, lambda texts: Busy("The server is busy (256 requests waiting): try again in a second."))
+    full = Failing(clf, lambda texts: Busy("The server is busy (256 requests waiting): try again."))
     r = client_for(full).post("/api/predict", json={"text": "x"})
     assert r.status_code == 503
     assert r.headers["retry-after"] == "1" and "busy" in r.json()["error"]
 
 
 def test_a_model_failure_is_a_500_with_a_message_and_the_api_goes_on(clf):
-    client = client_for(Failing(clf, lambda texts: RuntimeError("the runtime broke") if "boom" in texts else None))
+    broken = RuntimeError("the runtime broke")
+    client = client_for(Failing(clf, lambda texts: broken if "boom" in texts else None))
     r = client.post("/api/predict", json={"text": "boom"})
     assert r.status_code == 500 and "could not score" in r.json()["error"]
     assert client.post("/api/predict", json={"text": "괜찮다"}).status_code == 200
@@ -146,7 +147,8 @@ def test_login_is_required_when_the_app_has_one(clf):
 
 def test_health_names_the_model(client, clf):
     body = client.get("/api/health").json()
-    assert body == {"status": "ok", "model": clf.name, "runtime": clf.runtime.name, "labels": ["negative", "positive"]}
+    assert body == {"status": "ok", "model": clf.name, "runtime": clf.runtime.name,
+                    "labels": ["negative", "positive"]}
 
 
 json_values = st.recursive(

@@ -151,7 +151,7 @@ def test_eight_concurrent_clients(server):
 
 @pytest.fixture(scope="module")
 def failed_starts(tiny_model_dir, tmp_path_factory):
-    """Three starts that must fail, and one import of app.py, run side by side (each pays the Gradio import)."""
+    """Three starts that must fail, and one import of app.py, side by side (each pays the Gradio import)."""
     tmp = tmp_path_factory.mktemp("fail")
     # A copy of app.py in an empty folder: its default models/nsmc-small/ cannot exist there.
     (tmp / "app.py").write_text((ROOT / "app.py").read_text(encoding="utf-8"), encoding="utf-8")
@@ -162,7 +162,7 @@ def failed_starts(tiny_model_dir, tmp_path_factory):
         # Imported the way `gradio app.py` and Spaces tooling do; MODEL_DIR picks the model.
         "import": (["-c", "import sys, app; print(app.classifier.name, sorted(m for m in sys.modules "
                           "if m.split('.')[0] in ('lightning', 'pytorch_lightning', 'train')))"],
-                   ROOT, {"MODEL_DIR": str(tiny_model_dir), "NSMC_RUNTIME": "torch"}),
+                   ROOT, {"MODEL_DIR": str(tiny_model_dir)}),
     }
     procs = {
         name: subprocess.Popen([sys.executable, *argv], cwd=cwd, env=app_env(**env), stdout=subprocess.PIPE,
@@ -196,7 +196,7 @@ def test_bad_auth_value_is_refused(failed_starts):
 def test_import_loads_model_from_env_without_lightning(failed_starts, tiny_model_dir):
     rc, out = failed_starts["import"]
     assert rc == 0, out
-    assert out.split() == [tiny_model_dir.name, "[]"]  # the MODEL_DIR model, and no Lightning or train/ modules
+    assert out.split() == [tiny_model_dir.name, "[]"]  # the MODEL_DIR model; no Lightning or train/ modules
 
 
 def test_json_api_beside_gradio_agrees_with_it(server, client):
@@ -220,7 +220,8 @@ def test_json_api_beside_gradio_agrees_with_it(server, client):
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda t: post({"text": t})["predictions"][0], texts))
     together = post({"texts": texts})["predictions"]
-    assert [a["scores"]["positive"] for a in answers] == pytest.approx([t["scores"]["positive"] for t in together], abs=1e-3)
+    expected = [t["scores"]["positive"] for t in together]
+    assert [a["scores"]["positive"] for a in answers] == pytest.approx(expected, abs=1e-3)
     assert post({"texts": ["", None]})["predictions"][0]["label"] is None
     with urllib.request.urlopen(server[0] + "api/health", timeout=10) as r:
         assert json.loads(r.read())["status"] == "ok"
@@ -258,7 +259,7 @@ def three_label_app(tmp_path_factory, tiny_tokenizer):
                              labels=["sad", "calm", "happy"])
     (folder / "README.md").write_text("---\nlicense: mit\n---\n# Moods of Korean diaries\n", encoding="utf-8")
     (folder / "examples.json").write_text(json.dumps(["오늘은 기분이 좋다", 7, "비가 와서 우울하다"]), encoding="utf-8")
-    with running_app(folder, tmp_path_factory.mktemp("three-app") / "app.log", "--runtime", "torch") as (url, _):
+    with running_app(folder, tmp_path_factory.mktemp("three-app") / "app.log") as (url, _):
         yield url
 
 

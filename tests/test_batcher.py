@@ -83,7 +83,7 @@ def test_a_lone_pass_runs_wide_and_passes_with_company_do_not():
     assert score.wide == [True, False, True]
 
 
-def test_full_line_refuses_instead_of_growing():
+def test_full_queue_refuses_instead_of_growing():
     score, batcher, held = held_batcher(max_batch=1, max_waiting=3)
     waiting = [batcher.submit([str(i)]) for i in range(3)]
     with pytest.raises(Busy, match="busy"):
@@ -127,7 +127,8 @@ def test_workers_run_passes_side_by_side():
     assert all(f.result(timeout=10).shape == (1, 2) for f in futures)
 
 
-@pytest.mark.parametrize("lengths", [[10] * 15 + [128], [5, 40, 12, 7, 30, 128, 3], list(range(1, 100)), [7], []])
+@pytest.mark.parametrize("lengths", [[10] * 15 + [128], [5, 40, 12, 7, 30, 128, 3], list(range(1, 100)), [7],
+                                     []])
 def test_passes_cover_every_text_once_and_keep_padding_low(lengths):
     groups = passes(lengths, batch_size=16)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))

@@ -65,7 +65,8 @@ def test_huge_input_is_capped_before_tokenizing(clf):
     assert clf.explain(text).truncated
 
 
-@pytest.mark.parametrize("text", ["😀🎬👍🏽", "\x00\x07\x1b[31m 좋다 \u200b\u202e", "\ud800 lone surrogate", "<script>alert(1)</script>", "ℌ𝔢𝔩𝔩𝔬 Ｆｕｌｌ"])
+@pytest.mark.parametrize("text", ["😀🎬👍🏽", "\x00\x07\x1b[31m 좋다 \u200b\u202e", "\ud800 lone surrogate",
+                                  "<script>alert(1)</script>", "ℌ𝔢𝔩𝔩𝔬 Ｆｕｌｌ"])
 def test_any_unicode(clf, text):
     (probs,) = clf.predict([text])
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)

@@ -33,7 +33,7 @@ def batches(loaded):
         pad_batch(ids, tokenizer.pad_token_id),  # padded rows of very different lengths
         pad_batch(ids[:1], tokenizer.pad_token_id),  # one review, no padding (the app's single call)
         pad_batch([ids[3]], tokenizer.pad_token_id),  # [CLS] [SEP] only: sequence length 2
-        pad_batch(ids * 6, tokenizer.pad_token_id, max_length=128),  # batch 36, fixed length 128, all-ones rows too
+        pad_batch(ids * 6, tokenizer.pad_token_id, max_length=128),  # batch 36, length 128, all-ones rows too
     ]
 
 
@@ -57,7 +57,8 @@ def test_runtime_agrees_with_torch_fp32(name, loaded, batches, tiny_model_dir, c
         clear = np.abs(p_ref[:, 1] - 0.5) > TOL[name]
         assert (p.argmax(1) == p_ref.argmax(1))[clear].all()
         # numpy inputs work the same as torch tensors
-        np.testing.assert_allclose(rt.logits(batch["input_ids"].numpy(), batch["attention_mask"].numpy()), rt.logits(**batch), atol=1e-6)
+        as_numpy = rt.logits(batch["input_ids"].numpy(), batch["attention_mask"].numpy())
+        np.testing.assert_allclose(as_numpy, rt.logits(**batch), atol=1e-6)
 
 
 def test_int8_leaves_the_model_alone(loaded):
@@ -98,5 +99,6 @@ def test_unwritable_cache_falls_back_to_a_temporary_export(loaded, batches, tiny
     blocker.write_text("a file where the cache folder should be")
     notes = []
     rt = build_runtime(model, "onnx", model_path=tiny_model_dir, cache_dir=blocker, log=notes.append)
-    np.testing.assert_allclose(rt.probs(**batches[0]), build_runtime(model, "torch").probs(**batches[0]), atol=1e-5)
+    expected = build_runtime(model, "torch").probs(**batches[0])
+    np.testing.assert_allclose(rt.probs(**batches[0]), expected, atol=1e-5)
     assert any("temporary folder" in n for n in notes)

@@ -128,7 +128,7 @@ def test_a_login_guards_the_page_and_both_apis(tiny_model_dir, tmp_path):
     the JSON API the same USER:PASSWORD as HTTP Basic."""
     import base64
 
-    with running_app(tiny_model_dir, tmp_path / "app.log", "--runtime", "torch", GRADIO_AUTH="me:s3cret") as (url, _):
+    with running_app(tiny_model_dir, tmp_path / "app.log", GRADIO_AUTH="me:s3cret") as (url, _):
         assert post(f"{url}gradio_api/call/predict", json.dumps({"data": ["재밌다"]}).encode())[0] == 401
         assert post(f"{url}api/predict", json.dumps({"text": "재밌다"}).encode())[0] == 401
         assert get(f"{url}api/health")[0] == 401
