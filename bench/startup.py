@@ -37,7 +37,8 @@ def first_answer(model: str, port: int | None, timeout: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "models" / "nsmc-small"))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--port", type=int, help="default: a free port per run")

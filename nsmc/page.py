@@ -77,7 +77,8 @@ def page_for(classifier, title: str | None = None) -> Page:
     return Page(
         title=title,
         intro=f"# {title}\n텍스트를 넣으면 레이블별 확률과 판정에 영향을 준 단어를 보여 줍니다. "
-              f"Type a text to see the probability of each label ({labels}) and the words behind the top one.",
+              f"Type a text to see the probability of each label ({labels}) and the words behind the top "
+              "one.",
         input_label="텍스트 (text)",
         placeholder="",
         output_label="레이블 (label)",

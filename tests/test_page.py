@@ -9,8 +9,8 @@ from nsmc.page import NSMC, banner, page_for
 
 
 def model(folder, labels=("sad", "calm", "happy")):
-    return SimpleNamespace(is_nsmc=list(labels) == ["negative", "positive"], labels=list(labels), name="moods",
-                           folder=folder)
+    return SimpleNamespace(is_nsmc=list(labels) == ["negative", "positive"], labels=list(labels),
+                           name="moods", folder=folder)
 
 
 def test_an_nsmc_model_keeps_the_korean_page(tmp_path):
@@ -19,7 +19,8 @@ def test_an_nsmc_model_keeps_the_korean_page(tmp_path):
 
 
 def test_another_model_takes_its_title_and_examples_from_its_folder(tmp_path):
-    (tmp_path / "README.md").write_text("---\nlicense: mit\n---\n# Moods of diaries\n\ntext\n", encoding="utf-8")
+    card = "---\nlicense: mit\n---\n# Moods of diaries\n\ntext\n"
+    (tmp_path / "README.md").write_text(card, encoding="utf-8")
     (tmp_path / "examples.json").write_text(json.dumps(["좋은 하루", 3, "  ", "비 오는 날"]), encoding="utf-8")
     page = page_for(model(tmp_path))
     assert page.title == "Moods of diaries" and "sad, calm, happy" in page.intro
