@@ -17,8 +17,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Apps the tests start serve with torch: the runtime is not under test there (an ONNX export costs seconds).
-os.environ["NSMC_RUNTIME"] = "torch"
 # ONNX graphs built for the tests' throwaway models go to a temporary folder, not the project's
 # .cache/runtime/ (each run's models have new paths, so each run would add folders there). Set
 # here, before any test module copies os.environ for the subprocesses it starts.

@@ -162,7 +162,7 @@ def failed_starts(tiny_model_dir, tmp_path_factory):
         # Imported the way `gradio app.py` and Spaces tooling do; MODEL_DIR picks the model.
         "import": (["-c", "import sys, app; print(app.classifier.name, sorted(m for m in sys.modules "
                           "if m.split('.')[0] in ('lightning', 'pytorch_lightning', 'train')))"],
-                   ROOT, {"MODEL_DIR": str(tiny_model_dir)}),
+                   ROOT, {"MODEL_DIR": str(tiny_model_dir), "NSMC_RUNTIME": "torch"}),
     }
     procs = {
         name: subprocess.Popen([sys.executable, *argv], cwd=cwd, env=app_env(**env), stdout=subprocess.PIPE,
@@ -259,7 +259,8 @@ def three_label_app(tmp_path_factory, tiny_tokenizer):
                              labels=["sad", "calm", "happy"])
     (folder / "README.md").write_text("---\nlicense: mit\n---\n# Moods of Korean diaries\n", encoding="utf-8")
     (folder / "examples.json").write_text(json.dumps(["오늘은 기분이 좋다", 7, "비가 와서 우울하다"]), encoding="utf-8")
-    with running_app(folder, tmp_path_factory.mktemp("three-app") / "app.log") as (url, _):
+    log = tmp_path_factory.mktemp("three-app") / "app.log"
+    with running_app(folder, log, "--runtime", "torch") as (url, _):  # the runtime is not under test here
         yield url
 
 
