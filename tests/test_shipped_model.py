@@ -16,9 +16,9 @@ NEGATIVE = ["시간 아깝다 최악의 영화", "돈 주고 보기 아까운 �
 
 @pytest.fixture(scope="module")
 def classifier():
-    from nsmc.inference import SentimentClassifier
+    from nsmc.inference import TextClassifier
 
-    return SentimentClassifier.load(MODEL)
+    return TextClassifier.load(MODEL)
 
 
 def test_export_contract_and_size():

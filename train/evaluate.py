@@ -4,7 +4,7 @@ accuracy by text length.
 Usage:
     python -m train.evaluate MODEL --corpus-dir ../shared/data/nsmc --split test
     python -m train.evaluate MODEL --test_file F --text_column_names C --label_column_name L
-    python -m train.evaluate runs/nsmc/checkpoints/best.ckpt --corpus-dir DIR --out reports/best
+    python -m train.evaluate runs/nsmc-kcbert/checkpoints/best.ckpt --corpus-dir DIR --out reports/best
     python -m train.evaluate models/nsmc-small --corpus-dir DIR --split test --record   # into MODEL/
 
 MODEL is an exported folder or a Lightning .ckpt. Writes OUT/report.json and OUT/confusion.png. OUT
@@ -111,17 +111,16 @@ def default_out(model_path: str, split: str, record: bool) -> Path:
 
 
 def evaluate(model_path: str, corpus_dir: str | None = None, split: str = "test", out: str | None = None,
-             base_model: str | None = None, batch_size: int = 64, runtime: str = "torch",
+             base_model: str | None = None, runtime: str = "torch",
              record: bool = False, data_file: str | None = None, text_columns: list[str] | None = None,
              label_column: str = "label") -> dict:
-    from nsmc.inference import SentimentClassifier, set_threads
+    from nsmc.inference import TextClassifier
 
-    set_threads()
-    clf = SentimentClassifier.load(model_path, base_model=base_model, runtime=runtime)
+    clf = TextClassifier.load(model_path, base_model=base_model, runtime=runtime)
     names = list(clf.label_names)
     texts, labels, file, skipped = read_split(names, corpus_dir, split, data_file, text_columns, label_column)
     start = time.time()
-    probs = np.concatenate([clf.predict_proba(texts[i : i + 4096], batch_size)
+    probs = np.concatenate([clf.predict_proba(texts[i : i + 4096])
                             for i in progress(range(0, len(texts), 4096), len(texts))])
     seconds = time.time() - start
     preds = probs.argmax(1)

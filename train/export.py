@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from nsmc import checkpoint
+from nsmc import loading
 from nsmc.corpus import LABELS
 from train.cli import command_errors
 
@@ -91,9 +91,9 @@ def export(ckpt_path: str | Path, out_dir: str | Path, dtype: str = "float32", m
            base_model: str | None = None, examples: list[str] | None = None) -> Path:
     """The checkpoint as a model folder. `examples`: a few texts of the data for the app (examples.json)."""
     out = Path(out_dir)
-    ckpt = checkpoint.read(ckpt_path)
-    settings = checkpoint.hparams(ckpt)
-    model, tokenizer = checkpoint.load(ckpt_path, base_model=base_model)
+    ckpt = loading.read_checkpoint(ckpt_path)
+    settings = loading.hparams(ckpt)
+    model, tokenizer = loading.load_checkpoint(ckpt_path, base_model=base_model)
     labels = label_names(model.config)
     if all(n.startswith("LABEL_") for n in labels) and len(labels) == len(LABELS):
         labels = list(LABELS)  # a checkpoint from before the label names were set at training time

@@ -7,8 +7,7 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from lightning.pytorch.callbacks import Timer
 
-from nsmc import checkpoint
-from nsmc.loading import load_config
+from nsmc import loading
 
 
 def build_model(cfg, label_names: list[str], log=print):
@@ -17,13 +16,13 @@ def build_model(cfg, label_names: list[str], log=print):
     from transformers import AutoModelForSequenceClassification as Classifier
 
     name = cfg.pretrained_model_name
-    config = load_config(name, id2label=dict(enumerate(label_names)),
+    config = loading.load_config(name, id2label=dict(enumerate(label_names)),
                          label2id={n: i for i, n in enumerate(label_names)})
     fp32 = {"dtype": torch.float32}  # whatever the base was saved in: a float16 export gave NaN losses on CPU
     if cfg.from_scratch:
         log(f"Every weight is initialised afresh (--from_scratch): {name}'s architecture, not its weights.")
         return Classifier.from_config(config, **fp32)
-    base_config = load_config(name)
+    base_config = loading.load_config(name)
     is_classifier = any(a.endswith("ForSequenceClassification") for a in base_config.architectures or [])
     base_labels = [base_config.id2label[i] for i in range(base_config.num_labels)] if is_classifier else None
     if base_labels == list(label_names):
@@ -97,7 +96,7 @@ class ClassifierModule(L.LightningModule):
         self.model, self.cfg = model.train(), cfg  # from_pretrained returns eval mode: dropout would be off
         # Plain values only, so the checkpoint loads with torch.load(weights_only=True).
         self.save_hyperparameters({k: v for k, v in vars(cfg).items()})
-        self._extras = checkpoint.extras(model, tokenizer)
+        self._extras = loading.checkpoint_extras(model, tokenizer)
         n = model.config.num_labels
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(n, average="micro")
                                                        for _ in range(3))
@@ -136,7 +135,7 @@ class ClassifierModule(L.LightningModule):
 
     def on_save_checkpoint(self, ckpt: dict) -> None:
         # Config and tokenizer travel inside the checkpoint: it serves and exports on its own.
-        ckpt[checkpoint.KEY] = self._extras
+        ckpt[loading.CHECKPOINT_KEY] = self._extras
         ckpt[RNG_KEY] = rng_state()
 
     def on_load_checkpoint(self, ckpt: dict) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from nsmc import corpus
-from nsmc.inference import SentimentClassifier
+from nsmc.inference import TextClassifier
 from nsmc.runtime import DEFAULT_RUNTIME, RUNTIMES
 from train.cli import command_errors
 from train.data import split_train_val
@@ -78,7 +78,7 @@ def label(args: argparse.Namespace) -> None:
 
     print(f"fitting the n-gram model (C={args.c}) on {len(train_idx):,} reviews ...", flush=True)
     ngrams = ngram_model(list(documents[train_idx]), labels[train_idx], args.c)
-    model = SentimentClassifier.load(args.model, runtime=args.runtime)
+    model = TextClassifier.load(args.model, runtime=args.runtime)
     positive = model.label_names.index("positive")
 
     def teacher(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -145,13 +145,13 @@ def build_trainer(cfg, monitor: str, mode: str, max_epochs: int, callbacks=()) -
 def resume_path(cfg) -> str | None:
     if not cfg.resume:
         return None
-    from nsmc import checkpoint
+    from nsmc import loading
 
     last = cfg.checkpoint_dir / "last.ckpt"
     if not last.is_file():
         raise UserError(f"--resume: no {last} to resume from. Run once without --resume first (same --downstream_model_dir).")
     try:  # a damaged file (copied by hand, an older version's non-atomic save) fails here, in words
-        checkpoint.read(last)
+        loading.read_checkpoint(last)
     except UserError as e:
         raise UserError(f"--resume: {e} Delete it to start over, or copy checkpoints/best.ckpt over it to resume from there.") from None
     return str(last)
