@@ -14,11 +14,9 @@ or plain JSON: curl -d '{"text": "리뷰"}' http://127.0.0.1:7860/api/predict   
 from __future__ import annotations
 
 import argparse
-import atexit
+import html
 import os
-import shutil
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -29,6 +27,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # 10,000 requests. Keep 1,000 events and summarise them once per 1,000.
 os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
 os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
+
+from nsmc import guard  # noqa: E402
+
+guard.private_gradio_cache()  # uploads in a folder of our own, removed at exit; Gradio reads it at import
 
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -43,7 +45,10 @@ from nsmc.uploads import MAX_BYTES, MAX_ROWS, read_reviews, write_csv  # noqa: E
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "models" / "nsmc-small"
 MAX_BATCH = 16  # single-review requests the queue merges into one forward pass
-SESSIONS_KEPT = 500  # Gradio keeps 10,000 by default: ~350 MB of per-session page copies (35 KB each)
+# Gradio keeps 10,000 by default, each a copy of the page config (35 KB) holding the session's last inputs
+# (up to a 2 MB body each): 16 keep that under 40 MB. Nothing here is stateful: dropping one costs nothing.
+SESSIONS_KEPT = 16
+OUT_DIR_BYTES = 64 * 2**20  # predictions CSVs kept for download; Gradio copies each into its cache at once
 EMPTY = "리뷰를 입력해 주세요 (please type a review)"
 EXAMPLES = [  # from the NSMC README and its test split
     "액션이 없는데도 재미 있는 몇안되는 영화",
@@ -89,8 +94,7 @@ set_threads()
 classifier = load(args)
 # The JSON API's queue (nsmc/api.py): one worker per forward pass the runtime runs at once.
 batcher = Batcher(classifier.predict_proba, workers=classifier.runtime.streams, max_batch=BATCH_SIZE, max_waiting=256)
-OUT_DIR = Path(tempfile.mkdtemp(prefix="nsmc-app-"))  # CSVs for download; removed at exit
-atexit.register(shutil.rmtree, OUT_DIR, ignore_errors=True)
+OUT_DIR = guard.temp_folder("nsmc-app-")  # CSVs for download; removed at exit
 
 
 def predict(texts: list[str]) -> tuple[list]:
@@ -140,7 +144,8 @@ def predict_file(path: str | None) -> tuple[pd.DataFrame, str]:
     try:
         rows = score(read_reviews(path))
     except UserError as e:
-        raise gr.Error(str(e)) from None
+        raise gr.Error(html.escape(str(e), quote=False)) from None  # rendered as HTML; it quotes the file
+    guard.trim_folder(OUT_DIR, OUT_DIR_BYTES)
     out = OUT_DIR / uuid.uuid4().hex / "predictions.csv"
     out.parent.mkdir()
     return pd.DataFrame(rows), str(write_csv(rows, out))
@@ -200,7 +205,7 @@ def main() -> None:
     auth = parse_auth(args.auth)
     if args.share and not auth:
         print("Note: a share link is public; anyone who has it can use this app. Add --auth USER:PASSWORD to require a login.")
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
+    guard.launch(demo, server_name=args.host, server_port=args.port, share=args.share, auth=auth,
                 max_file_size=5 * MAX_BYTES,  # hard stop for uploads; read_reviews gives the friendly 2 MB message
                 # Each browser tab and each API call without a session_hash is a new session; Gradio keeps
                 # a copy of the page config for each. Nothing here is stateful, so keep few.
