@@ -156,7 +156,7 @@ def _without_api_info(send):
         nonlocal start
         if message["type"] == "http.response.start":
             if not dict(message["headers"]).get(b"content-type", b"").startswith(b"text/html"):
-                return await send(message) if start is None else None
+                return await send(message)
             start = message
             return
         if start is None:
