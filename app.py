@@ -4,23 +4,26 @@ Gradio's API: Client(url).predict("리뷰", api_name="/predict"), also "/predict
 "/predict_file"; plain JSON: POST /api/predict (nsmc/api.py). See docs/app.md.
 """
 
-import atexit
+import html
 import os
-import shutil
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-# Gradio tuning, in one place (why: bench/RESULTS.md, "Serving notes"). No phoning home; the queue's
-# unused monitoring table rebuilt from 1,000 events once per 1,000, not from 10,000 after every event.
+# Gradio tuning, in one place (why: bench/RESULTS.md, "Serving notes"; limits: nsmc/guard.py). No phoning
+# home; the unused monitoring table rebuilt from 1,000 events once per 1,000, not 10,000 after every event.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
 os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 # No concurrency limit: every handler hands its texts to the classifier's one Batcher, which decides.
 # api_open=False closes /gradio_api/run/<name>, which would skip the queue and its size cap.
 QUEUE = dict(max_size=256, default_concurrency_limit=None, api_open=False)
-# launch(): 500 sessions, each a copy of the page (not 10,000); uploads over 5x MAX_BYTES refused at once.
+# 16 sessions, not 10,000: each keeps a copy of the page with its last inputs; nothing here is stateful.
+SESSIONS_KEPT, OUT_DIR_BYTES = 16, 64 * 2**20  # OUT_DIR: CSVs Gradio has already copied into its cache
+
+from nsmc import guard  # noqa: E402
+
+guard.private_gradio_cache()  # uploads in a folder of our own, removed at exit; Gradio reads it at import
 
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -36,8 +39,7 @@ from nsmc.uploads import MAX_BYTES, MAX_ROWS, check_rows, read_reviews, write_cs
 args = parse_args(sys.argv[1:] if __name__ == "__main__" else [], __doc__)
 classifier = load(args, Path(__file__).resolve().parent / "models" / "nsmc-small")
 page = page_for(classifier, args.title)
-OUT_DIR = tempfile.mkdtemp(prefix="nsmc-app-")  # CSVs for download
-atexit.register(shutil.rmtree, OUT_DIR, ignore_errors=True)
+OUT_DIR = guard.temp_folder("nsmc-app-")  # CSVs for download; removed at exit and on SIGTERM/SIGINT
 
 
 @contextmanager
@@ -45,7 +47,7 @@ def user_errors():  # a user's mistake or a full server (Busy): a message on the
     try:
         yield
     except UserError as e:
-        raise gr.Error(str(e)) from None
+        raise gr.Error(html.escape(str(e), quote=False)) from None  # shown as HTML; it may quote a file
 
 
 def score(texts: list) -> list[dict]:
@@ -81,6 +83,7 @@ def predict_file(path: str | None) -> tuple[pd.DataFrame, str]:
         raise gr.Error("파일을 올려 주세요 (upload a .txt, .csv or .tsv file first).")
     with user_errors():
         table = score(read_reviews(path))
+    guard.trim_folder(OUT_DIR, OUT_DIR_BYTES)
     return pd.DataFrame(table), str(write_csv(table, OUT_DIR))
 
 
@@ -113,8 +116,8 @@ with gr.Blocks(title=page.title, delete_cache=(3600, 3600)) as demo:
 demo.queue(**QUEUE)
 
 if __name__ == "__main__":
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth, quiet=True,
-                max_file_size=5 * MAX_BYTES, state_session_capacity=500, prevent_thread_lock=True,
-                app_kwargs={"routes": api.routes(classifier, args.auth)})  # /api/predict and /api/health
+    guard.launch(demo, server_name=args.host, server_port=args.port, share=args.share, auth=args.auth,
+                 quiet=True, max_file_size=5 * MAX_BYTES, state_session_capacity=SESSIONS_KEPT,
+                 app_kwargs={"routes": api.routes(classifier, args.auth)})  # /api/predict and /api/health
     print(banner(classifier.describe(), demo.local_url, args.share, demo.share_url, args.auth), flush=True)
     demo.block_thread()

@@ -21,7 +21,7 @@ import json
 import logging
 import secrets
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
@@ -73,10 +73,13 @@ async def _read_json(request: Request, max_bytes: int):
     if length.isdigit() and int(length) > max_bytes:
         raise Refused(413, f"body of {int(length):,} bytes: the limit is {max_bytes:,}")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise Refused(413, f"body over {max_bytes:,} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_bytes:
+                raise Refused(413, f"body over {max_bytes:,} bytes")
+    except ClientDisconnect:  # the caller left mid-body: nobody to answer, nothing went wrong here
+        raise Refused(400, "the client closed the connection before sending the whole body") from None
     try:
         return json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep

@@ -88,10 +88,15 @@ def read_reviews(path: str | Path, max_bytes: int = MAX_BYTES, max_rows: int = M
     return reviews
 
 
+FORMULA_START = tuple("=+-@|\t\r＝＋－＠")  # full-width forms too: some spreadsheets read them as ASCII
+
+
 def _defuse(value):
-    """A cell starting with = + - @ is run as a formula by spreadsheets (CSV injection); a leading
-    apostrophe makes it plain text."""
-    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+    """A cell starting with = + - @ (| for DDE in LibreOffice) is run as a formula by
+    spreadsheets (CSV injection), also after leading spaces; a leading apostrophe makes it plain text."""
+    if isinstance(value, str) and (value[:1] in FORMULA_START or value.lstrip()[:1] in FORMULA_START):
+        return "'" + value
+    return value
 
 
 def write_csv(rows: list[dict], folder: str | Path) -> Path:
