@@ -1,0 +1,469 @@
+"""Score a file of any size with an exported model: streamed in chunks, every core busy, resumable.
+
+    python -m nsmc.predict --model models/nsmc-small reviews.csv scored.csv
+    python -m nsmc.predict --model runs/x/export comments.jsonl.gz scored.jsonl --text_column_names title,body
+    python -m nsmc.predict --model models/nsmc-small big.tsv.gz scored.csv --resume   # after Ctrl-C or a crash
+
+Input, by extension, each optionally `.gz`: `.csv`, `.tsv`, `.jsonl` (one object a line), and `.txt`: one
+text a line, or, when its first line is a tab-separated header naming the text column(s), a TSV such as
+NSMC's `ratings_test.txt`. `--text_column_names a,b` joins several columns with a space, as training does.
+Output, by extension, optionally `.gz`: `.csv` or `.jsonl`, holding the input's columns, one probability
+column per label (names from the model's config) and the predicted label; a name the input already uses
+gets a `predicted_` prefix. Blank texts get empty scores.
+
+The input is read CHUNK_ROWS rows at a time and each scored chunk is appended whole; OUTPUT.progress.json
+(replaced atomically after each chunk, removed at the end) says how many rows and bytes are done. So
+memory stays flat whatever the size, a kill leaves a valid output up to the last chunk, and `--resume`
+truncates anything past it and goes on without scoring a row twice.
+
+Rows are read with the stdlib csv reader in strict mode, not pandas' chunked read_csv: on one unbalanced
+quote pandas' C parser aborts the whole file and its python engine silently drops every line after it,
+while csv raises for that record alone, which is skipped and counted like any other bad row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import gzip
+import itertools
+import json
+import math
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from nsmc.corpus import open_text
+from nsmc.errors import UserError
+from nsmc.inference import MAX_CHARS, SentimentClassifier, as_text, is_blank, set_threads
+from nsmc.runtime import DEFAULT_RUNTIME, HELP, RUNTIMES
+
+INPUTS = (".csv", ".tsv", ".txt", ".jsonl")
+OUTPUTS = (".csv", ".jsonl")
+DEFAULT_COLUMN = "document"  # NSMC's text column
+CHUNK_ROWS = 10_000  # rows read, scored and appended at once: a kill loses at most this much work
+SLICE_ROWS = 1_024  # rows per predict_proba call, so the bar moves and Ctrl-C is answered within one slice
+DECIMALS = 6  # enough to rank a million rows; full float repr would double the output's size
+MAX_EXAMPLES = 5  # bad rows quoted by line number in the summary
+# A stray quote makes the csv reader swallow lines until the next quote; this bounds how many (bytes).
+csv.field_size_limit(1 << 20)
+
+
+# --- result rows --------------------------------------------------------------------------------
+
+
+def result_rows(texts: list[str], probs: np.ndarray, label_names: list[str]) -> list[dict]:
+    """What a scored text adds to its row: one probability per label and the predicted label; a blank
+    text gets empty scores and an empty label rather than made-up ones."""
+    rows = []
+    for text, p in zip(texts, probs):
+        if is_blank(text):
+            rows.append({**dict.fromkeys(label_names), "label": ""})
+        else:
+            rows.append({**{n: round(float(x), DECIMALS) for n, x in zip(label_names, p)},
+                         "label": label_names[int(p.argmax())]})
+    return rows
+
+
+def result_columns(label_names: list[str]) -> list[str]:
+    return list(result_rows([""], np.zeros((1, len(label_names))), label_names)[0])
+
+
+def _cell_text(value) -> str:
+    """A cell as text: missing (None, NaN, pd.NA from pandas / Arrow readers) is empty."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return as_text(value)
+
+
+def joined_texts(frame: pd.DataFrame, text_columns: list[str]) -> list[str]:
+    """The text of each row: its text columns joined with a space (as training joins them)."""
+    parts = [frame[c].map(_cell_text) for c in text_columns]
+    return [" ".join(p) for p in zip(*parts)] if len(parts) > 1 else list(parts[0])
+
+
+def scored_frame(frame: pd.DataFrame, texts: list[str], probs: np.ndarray, label_names: list[str]) -> pd.DataFrame:
+    """`frame` with the result columns appended (renamed `predicted_<name>` where the input has the name)."""
+    taken = set(map(str, frame.columns))
+    results = pd.DataFrame.from_records(result_rows(texts, probs, label_names), index=frame.index,
+                                        columns=result_columns(label_names))
+    results.columns = [f"predicted_{c}" if c in taken else c for c in results.columns]
+    return pd.concat([frame, results], axis=1)
+
+
+def score(classifier: SentimentClassifier, texts: list[str], progress=None) -> np.ndarray:
+    """Probabilities for `texts`, SLICE_ROWS at a time (each slice spread over every core)."""
+    probs = np.zeros((len(texts), len(classifier.label_names)), dtype=np.float32)
+    for start in range(0, len(texts), SLICE_ROWS):
+        probs[start : start + SLICE_ROWS] = classifier.predict_proba(texts[start : start + SLICE_ROWS])
+        if progress is not None:
+            progress.update(min(SLICE_ROWS, len(texts) - start))
+    return probs
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Counts:
+    """What happened to the input's rows; kept in the progress file so a resumed run reports them all."""
+
+    rows: int = 0  # rows written (scored, or blank)
+    blank: int = 0
+    invalid_utf8: int = 0  # rows with undecodable bytes, read as U+FFFD and scored
+    truncated: int = 0  # texts over MAX_CHARS, scored on their start
+    skipped: dict = field(default_factory=dict)  # reason -> rows
+    examples: list = field(default_factory=list)  # "line N: reason", the first few
+
+    def skip(self, reason: str, first_line: int, last_line: int) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        if len(self.examples) < MAX_EXAMPLES:
+            where = f"line {first_line}" if first_line >= last_line else f"lines {first_line}-{last_line}"
+            self.examples.append(f"{where}: {reason}")
+
+    def restore(self, saved: dict) -> None:
+        for k, v in saved.items():
+            setattr(self, k, v)
+
+
+def file_format(path: Path, allowed: tuple[str, ...], role: str) -> tuple[str, bool]:
+    """('.csv' | '.tsv' | ..., gzipped?) from the name, or a UserError listing what is accepted."""
+    gz = path.name.endswith(".gz")  # lower-case, as nsmc.corpus.open_text expects
+    stem = (path.name[:-3] if gz else path.name).lower()
+    for ext in allowed:
+        if stem.endswith(ext):
+            return ext, gz
+    shown = ", ".join(allowed)
+    raise UserError(f"{path}: unknown {role} format; name it {shown} (optionally with .gz).")
+
+
+def _table_rows(lines, delimiter: str, counts: Counts) -> Iterator[list]:
+    """Header, then rows with the header's width; a record with broken quoting or another width is
+    skipped and counted (line numbers are the file's)."""
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    width = None
+    while True:
+        first = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            counts.skip("field over 1 MB" if "field limit" in str(e) else "broken quoting", first, reader.line_num)
+            continue
+        if width is None:
+            width = len(row)
+        elif len(row) != width:
+            counts.skip("empty line" if not row else f"{len(row)} fields instead of {width}", first, reader.line_num)
+            continue
+        if any("\ufffd" in v for v in row):
+            counts.invalid_utf8 += 1
+        yield row
+
+
+def _jsonl_rows(lines, text_columns: list[str], counts: Counts, name: str) -> Iterator[list]:
+    """The keys of the first object as the header, then each object's values for them."""
+    columns = None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            counts.skip("empty line", number, number)
+            continue
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            counts.skip("not valid JSON", number, number)
+            continue
+        if not isinstance(obj, dict):
+            counts.skip("not a JSON object", number, number)
+            continue
+        if columns is None:
+            columns = list(obj)
+            _check_columns(columns, text_columns, name, "key")
+            yield columns
+        if "\ufffd" in line:
+            counts.invalid_utf8 += 1
+        yield [obj.get(c) for c in columns]
+
+
+def _text_rows(lines, column: str, counts: Counts) -> Iterator[list]:
+    yield [column]
+    for line in lines:
+        text = line.rstrip("\r\n")
+        if "\ufffd" in text:
+            counts.invalid_utf8 += 1
+        yield [text]
+
+
+def _check_columns(columns: list[str], text_columns: list[str], name: str, what: str = "column") -> None:
+    missing = [c for c in text_columns if c not in columns]
+    if missing:
+        shown = ", ".join(repr(c) for c in columns[:20]) or "(none)"
+        raise UserError(f"{name} has no {what} {', '.join(map(repr, missing))} ({what}s found: {shown}). "
+                        f"Name the text {what}(s) with --text_column_names NAME[,NAME...].")
+    duplicated = [c for c, n in Counter(columns).items() if n > 1]
+    if duplicated:
+        raise UserError(f"{name} has the {what} {duplicated[0]!r} more than once; rename one.")
+
+
+def read_rows(path: Path, text_columns: list[str], counts: Counts) -> tuple[list[str], Iterator[list], int]:
+    """(columns, an iterator of rows as lists, header lines), streaming; bad rows are counted in
+    `counts`, not raised."""
+    fmt, _ = file_format(path, INPUTS, "input")
+    f = open_text(path)
+    lines = iter(f)
+    header_lines = 1
+    if fmt == ".txt":
+        first = next(lines, "")
+        header = first.rstrip("\r\n").split("\t")
+        lines = itertools.chain([first] if first else [], lines)
+        # NSMC's ratings files are .txt but tab-separated, with a header naming the text column.
+        if len(header) > 1 and any(c in header for c in text_columns):
+            rows = _table_rows(lines, "\t", counts)
+        else:
+            rows, header_lines = _text_rows(lines, text_columns[0], counts), 0
+    elif fmt == ".jsonl":
+        rows, header_lines = _jsonl_rows(lines, text_columns, counts, path.name), 0
+    else:
+        rows = _table_rows(lines, "\t" if fmt == ".tsv" else ",", counts)
+    columns = next(rows, None)
+    if columns is None:
+        f.close()
+        raise UserError(f"{path.name} is empty: nothing to score.")
+    if fmt == ".txt" and not header_lines and len(text_columns) > 1:
+        raise UserError(f"{path.name} holds one text a line; --text_column_names names {len(text_columns)} columns.")
+    _check_columns(columns, text_columns, path.name)
+    return columns, rows, header_lines
+
+
+def chunks(columns: list[str], rows: Iterator[list], size: int) -> Iterator[pd.DataFrame]:
+    while batch := list(itertools.islice(rows, size)):
+        yield pd.DataFrame(batch, columns=columns, dtype=object)
+
+
+def count_lines(path: Path) -> int:
+    """Lines in the (decompressed) file: the progress bar's total, an estimate when texts span lines."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def encode(frame: pd.DataFrame, fmt: str, gz: bool, header: bool = False) -> bytes:
+    """One chunk of output as bytes; gzip members appended one after another are one valid .gz file."""
+    if fmt == ".csv":
+        text = frame.to_csv(index=False, header=header, lineterminator="\n")
+    else:
+        text = frame.to_json(orient="records", lines=True, force_ascii=False) if len(frame) else ""
+        text = text if not text or text.endswith("\n") else text + "\n"
+    data = text.encode("utf-8")
+    return gzip.compress(data, mtime=0) if gz and data else data
+
+
+@contextlib.contextmanager
+def _uninterrupted():
+    """Ctrl-C and SIGTERM wait until a chunk and its progress record are both written."""
+    block = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if block else None
+    try:
+        yield
+    finally:
+        if block:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _write_json_atomic(path: Path, value: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, ensure_ascii=False, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Progress:
+    """The progress file: what a resumed run must match and where it goes on from."""
+
+    input: dict  # path, size, mtime_ns: resuming against another file would mix two inputs
+    text_columns: list
+    chunk_rows: int
+    chunks: int = 0  # input chunks done
+    bytes: int = 0  # valid length of the output
+    counts: dict = field(default_factory=dict)
+
+
+def progress_path(output: Path) -> Path:
+    return output.with_name(output.name + ".progress.json")
+
+
+def _fingerprint(path: Path) -> dict:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def _start(args, output: Path, sidecar: Path, fingerprint: dict, text_columns: list[str]) -> Progress:
+    """A fresh Progress, or the interrupted run's when resuming (after checking it is the same job)."""
+    if args.resume and sidecar.is_file() and output.is_file():
+        try:
+            saved = Progress(**json.loads(sidecar.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            raise UserError(f"{sidecar} is unreadable; start again with --overwrite.") from None
+        if saved.input != fingerprint or saved.text_columns != text_columns:
+            raise UserError(f"{output} was started from another input file or other text columns "
+                            f"({saved.input['path']}, {','.join(saved.text_columns)}); start again with --overwrite.")
+        if output.stat().st_size < saved.bytes:
+            raise UserError(f"{output} is shorter than its progress file says; start again with --overwrite.")
+        return saved
+    if output.exists() and not args.overwrite:
+        if args.resume:
+            raise UserError(f"{output} exists but has no progress file ({sidecar.name}), so it is not an interrupted "
+                            f"run (a finished one removes it). Use --overwrite to score again.")
+        raise UserError(f"{output} exists. Add --resume to continue an interrupted run, or --overwrite to replace it.")
+    return Progress(input=fingerprint, text_columns=text_columns, chunk_rows=args.chunk_rows)
+
+
+def resume_command(argv: list[str]) -> str:
+    kept = [a for a in argv if a not in ("--resume", "--overwrite")]
+    return shlex.join(["python", "-m", "nsmc.predict", *kept, "--resume"])
+
+
+def summary(counts: Counts, output: Path, seconds: float, session_rows: int) -> str:
+    rate = session_rows / seconds if seconds > 0 else 0.0
+    lines = [f"Wrote {counts.rows:,} rows to {output} ({session_rows:,} scored in this run, "
+             f"{seconds:,.1f} s, {rate:,.0f} rows/s)."]
+    if counts.blank:
+        lines.append(f"  blank text (empty scores): {counts.blank:,}")
+    if counts.invalid_utf8:
+        lines.append(f"  invalid UTF-8 (bytes read as \ufffd, scored): {counts.invalid_utf8:,}")
+    if counts.truncated:
+        lines.append(f"  over {MAX_CHARS:,} characters (scored on the start): {counts.truncated:,}")
+    if counts.skipped:
+        reasons = ", ".join(f"{n:,} {why}" for why, n in sorted(counts.skipped.items(), key=lambda kv: -kv[1]))
+        lines.append(f"  skipped: {sum(counts.skipped.values()):,} ({reasons}; e.g. {'; '.join(counts.examples)})")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> Counts:
+    from tqdm import tqdm
+
+    source, output = Path(args.input), Path(args.output)
+    text_columns = [c.strip() for c in args.text_column_names.split(",") if c.strip()]
+    if not text_columns:
+        raise UserError("--text_column_names is empty: name the text column(s), e.g. --text_column_names document.")
+    if not source.is_file():
+        raise UserError(f"{source}: no such file.")
+    out_fmt, out_gz = file_format(output, OUTPUTS, "output")
+    file_format(source, INPUTS, "input")
+    if output.resolve() == source.resolve():
+        raise UserError("OUTPUT is the INPUT file: write the scores to another file.")
+    if not output.parent.is_dir():
+        raise UserError(f"{output.parent}: no such folder for the output.")
+    sidecar = progress_path(output)
+    progress = _start(args, output, sidecar, _fingerprint(source), text_columns)
+    counts = Counts()
+    columns, rows, header_lines = read_rows(source, text_columns, counts)  # column mistakes before the model loads
+
+    set_threads()
+    classifier = SentimentClassifier.load(args.model, base_model=args.base_model, runtime=args.runtime,
+                                          log=lambda m: print(m, file=sys.stderr, flush=True))
+    names = classifier.label_names
+    frames = chunks(columns, rows, progress.chunk_rows)
+    done_rows = sum(len(next(frames, ())) for _ in range(progress.chunks))  # re-read, not re-scored
+    if progress.chunks:
+        counts.restore(progress.counts)
+        if done_rows != counts.rows:
+            raise UserError(f"{source} no longer has the rows the interrupted run read; start again with --overwrite.")
+    total = max(count_lines(source) - header_lines, done_rows)
+
+    if not progress.bytes:  # from here on, an interrupted run can be resumed
+        _write_json_atomic(sidecar, asdict(progress))
+    started, session_rows = time.perf_counter(), 0
+    with open(output, "r+b" if progress.bytes else "wb") as out, \
+            tqdm(total=total, initial=done_rows, unit=" rows", dynamic_ncols=True, disable=None) as bar:
+        out.truncate(progress.bytes)  # a chunk written after the last progress record is written again
+        out.seek(progress.bytes)
+
+        def commit(data: bytes, texts: list[str]) -> None:
+            """Append a chunk and record it, as one step that Ctrl-C cannot split."""
+            with _uninterrupted():
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+                counts.rows += len(texts)
+                counts.blank += sum(map(is_blank, texts))
+                counts.truncated += sum(len(t) > MAX_CHARS for t in texts)
+                progress.chunks += bool(texts)
+                progress.bytes += len(data)
+                progress.counts = asdict(counts)
+                _write_json_atomic(sidecar, asdict(progress))
+
+        try:
+            if progress.bytes == 0 and out_fmt == ".csv":
+                empty = pd.DataFrame(columns=columns, dtype=object)
+                commit(encode(scored_frame(empty, [], np.zeros((0, len(names))), names), out_fmt, out_gz, header=True), [])
+            for frame in frames:
+                texts = joined_texts(frame, text_columns)
+                probs = score(classifier, texts, bar)
+                commit(encode(scored_frame(frame, texts, probs, names), out_fmt, out_gz), texts)
+                session_rows += len(texts)
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"\nInterrupted: {progress.counts.get('rows', 0):,} rows are scored and saved in {output} "
+                  f"(a valid file up to there).\nContinue with:\n  {resume_command(argv)}", file=sys.stderr)
+            raise SystemExit(130) from None
+    sidecar.unlink()
+    print(summary(counts, output, time.perf_counter() - started, session_rows))
+    return counts
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m nsmc.predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", metavar="INPUT", help="file to score: .csv, .tsv, .txt or .jsonl, optionally .gz")
+    parser.add_argument("output", metavar="OUTPUT", help="where to write: .csv or .jsonl, optionally .gz")
+    parser.add_argument("--model", required=True, help="exported model folder or Lightning .ckpt")
+    parser.add_argument("--base-model", "--base_model", dest="base_model",
+                        help="base model name or folder, for a .ckpt that carries no config/tokenizer")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME, help=f"{HELP} (default: {DEFAULT_RUNTIME})")
+    parser.add_argument("--text_column_names", "--text-column-names", default=DEFAULT_COLUMN,
+                        help=f"the text column(s), comma-separated, joined with a space (default: {DEFAULT_COLUMN}); "
+                             "for a plain .txt, the name its one column gets in the output")
+    parser.add_argument("--chunk_rows", "--chunk-rows", type=int, default=CHUNK_ROWS,
+                        help=f"rows scored and appended at once (default: {CHUNK_ROWS:,}); a resumed run keeps its own")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue an interrupted run into the same OUTPUT")
+    again.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    args = parser.parse_args(argv)
+    if args.chunk_rows < 1:
+        parser.error("--chunk_rows must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        run(parse_args(argv), argv)
+    except UserError as e:
+        sys.exit(f"nsmc.predict: {e}")
+    except KeyboardInterrupt:  # while loading or re-reading: run() reports interruptions once writing
+        sys.exit("nsmc.predict: interrupted; nothing new was written.")
+
+
+if __name__ == "__main__":
+    main()
