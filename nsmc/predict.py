@@ -1,20 +1,20 @@
 """Score a file of any size with an exported model: streamed in chunks, every core busy, resumable.
 
     python -m nsmc.predict --model models/nsmc-small reviews.csv scored.csv
-    python -m nsmc.predict --model runs/x/export comments.jsonl.gz scored.jsonl --text_column_names title,body
-    python -m nsmc.predict --model models/nsmc-small big.tsv.gz scored.csv --resume   # after Ctrl-C or a crash
+    python -m nsmc.predict --model runs/x/export posts.jsonl.gz scored.jsonl --text_column_names title,body
+    python -m nsmc.predict --model models/nsmc-small big.tsv.gz scored.csv --resume   # after Ctrl-C
 
 Input, by extension, each optionally `.gz`: `.csv`, `.tsv`, `.jsonl` (one object a line), and `.txt`: one
-text a line, or, when its first line is a tab-separated header naming the text column(s), a TSV such as
+text a line, or, when its first line is a tab-separated header naming the text column, a TSV such as
 NSMC's `ratings_test.txt`. `--text_column_names a,b` joins several columns with a space, as training does.
 Output, by extension, optionally `.gz`: `.csv` or `.jsonl`, holding the input's columns, one probability
 column per label (names from the model's config) and the predicted label; a name the input already uses
-gets a `predicted_` prefix. Blank texts get empty scores.
+gets a `predicted_` prefix. Blank texts get empty scores. docs/predict.md has the details.
 
 The input is read CHUNK_ROWS rows at a time and each scored chunk is appended whole; OUTPUT.progress.json
-(replaced atomically after each chunk, removed at the end) says how many rows and bytes are done. So
+(replaced atomically after each chunk, removed at the end) says how many chunks and bytes are done. So
 memory stays flat whatever the size, a kill leaves a valid output up to the last chunk, and `--resume`
-truncates anything past it and goes on without scoring a row twice.
+cuts off anything past it and goes on without scoring a row twice.
 
 Rows are read with the stdlib csv reader in strict mode, not pandas' chunked read_csv: on one unbalanced
 quote pandas' C parser aborts the whole file and its python engine silently drops every line after it,
@@ -53,11 +53,10 @@ INPUTS = (".csv", ".tsv", ".txt", ".jsonl")
 OUTPUTS = (".csv", ".jsonl")
 DEFAULT_COLUMN = "document"  # NSMC's text column
 CHUNK_ROWS = 10_000  # rows read, scored and appended at once: a kill loses at most this much work
-SLICE_ROWS = 1_024  # rows per predict_proba call, so the bar moves and Ctrl-C is answered within one slice
-DECIMALS = 6  # enough to rank a million rows; full float repr would double the output's size
-MAX_EXAMPLES = 5  # bad rows quoted by line number in the summary
-# A stray quote makes the csv reader swallow lines until the next quote; this bounds how many (bytes).
-csv.field_size_limit(1 << 20)
+SLICE_ROWS = 1_024  # rows a predict_proba call: the bar moves, and Ctrl-C is answered, within one slice
+DECIMALS = 6  # enough to rank a million rows; a float's full repr would double the output's size
+MAX_EXAMPLES = 5  # bad rows named by line number in the summary
+MAX_FIELD = 1 << 20  # a stray quote makes csv swallow lines up to the next quote: at most this many chars
 
 
 # --- result rows --------------------------------------------------------------------------------
@@ -71,13 +70,18 @@ def result_rows(texts: list[str], probs: np.ndarray, label_names: list[str]) -> 
         if is_blank(text):
             rows.append({**dict.fromkeys(label_names), "label": ""})
         else:
-            rows.append({**{n: round(float(x), DECIMALS) for n, x in zip(label_names, p)},
-                         "label": label_names[int(p.argmax())]})
+            scores = {name: round(float(x), DECIMALS) for name, x in zip(label_names, p)}
+            rows.append({**scores, "label": label_names[int(p.argmax())]})
     return rows
 
 
 def result_columns(label_names: list[str]) -> list[str]:
     return list(result_rows([""], np.zeros((1, len(label_names))), label_names)[0])
+
+
+def column_names(value: str) -> list[str]:
+    """`--text_column_names a,b` as a list, as transformers' text-classification example reads it."""
+    return [c.strip() for c in value.split(",") if c.strip()]
 
 
 def _cell_text(value) -> str:
@@ -93,8 +97,9 @@ def joined_texts(frame: pd.DataFrame, text_columns: list[str]) -> list[str]:
     return [" ".join(p) for p in zip(*parts)] if len(parts) > 1 else list(parts[0])
 
 
-def scored_frame(frame: pd.DataFrame, texts: list[str], probs: np.ndarray, label_names: list[str]) -> pd.DataFrame:
-    """`frame` with the result columns appended (renamed `predicted_<name>` where the input has the name)."""
+def scored_frame(frame: pd.DataFrame, texts: list[str], probs: np.ndarray,
+                 label_names: list[str]) -> pd.DataFrame:
+    """`frame` with the result columns appended, each renamed `predicted_<name>` if the input has <name>."""
     taken = set(map(str, frame.columns))
     results = pd.DataFrame.from_records(result_rows(texts, probs, label_names), index=frame.index,
                                         columns=result_columns(label_names))
@@ -132,25 +137,39 @@ class Counts:
             where = f"line {first_line}" if first_line >= last_line else f"lines {first_line}-{last_line}"
             self.examples.append(f"{where}: {reason}")
 
-    def restore(self, saved: dict) -> None:
-        for k, v in saved.items():
-            setattr(self, k, v)
+    def add(self, texts: list[str]) -> None:
+        self.rows += len(texts)
+        self.blank += sum(map(is_blank, texts))
+        self.truncated += sum(len(t) > MAX_CHARS for t in texts)
+
+    def summary(self) -> list[str]:
+        lines = []
+        if self.blank:
+            lines.append(f"  blank text (empty scores): {self.blank:,}")
+        if self.invalid_utf8:
+            lines.append(f"  invalid UTF-8 (bytes read as \ufffd, scored): {self.invalid_utf8:,}")
+        if self.truncated:
+            lines.append(f"  over {MAX_CHARS:,} characters (scored on the start): {self.truncated:,}")
+        if self.skipped:
+            reasons = ", ".join(f"{n:,} {why}" for why, n in Counter(self.skipped).most_common())
+            examples = "; ".join(self.examples)
+            lines.append(f"  skipped: {sum(self.skipped.values()):,} ({reasons}; e.g. {examples})")
+        return lines
 
 
-def file_format(path: Path, allowed: tuple[str, ...], role: str) -> tuple[str, bool]:
-    """('.csv' | '.tsv' | ..., gzipped?) from the name, or a UserError listing what is accepted."""
-    gz = path.name.endswith(".gz")  # lower-case, as nsmc.corpus.open_text expects
-    stem = (path.name[:-3] if gz else path.name).lower()
+def file_format(path: Path, allowed: tuple[str, ...], role: str) -> str:
+    """'.csv', '.tsv', ... from the name (before a `.gz`), or a UserError listing what is accepted."""
+    stem = (path.name[:-3] if path.name.endswith(".gz") else path.name).lower()
     for ext in allowed:
         if stem.endswith(ext):
-            return ext, gz
-    shown = ", ".join(allowed)
-    raise UserError(f"{path}: unknown {role} format; name it {shown} (optionally with .gz).")
+            return ext
+    raise UserError(f"{path}: unknown {role} format; name it {', '.join(allowed)} (optionally with .gz).")
 
 
 def _table_rows(lines, delimiter: str, counts: Counts) -> Iterator[list]:
-    """Header, then rows with the header's width; a record with broken quoting or another width is
-    skipped and counted (line numbers are the file's)."""
+    """The header, then rows of its width; a record with broken quoting or another width is skipped
+    and counted (line numbers are the file's)."""
+    csv.field_size_limit(MAX_FIELD)
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     width = None
     while True:
@@ -160,12 +179,14 @@ def _table_rows(lines, delimiter: str, counts: Counts) -> Iterator[list]:
         except StopIteration:
             return
         except csv.Error as e:
-            counts.skip("field over 1 MB" if "field limit" in str(e) else "broken quoting", first, reader.line_num)
+            reason = f"field over {MAX_FIELD:,} characters" if "field limit" in str(e) else "broken quoting"
+            counts.skip(reason, first, reader.line_num)
             continue
         if width is None:
             width = len(row)
         elif len(row) != width:
-            counts.skip("empty line" if not row else f"{len(row)} fields instead of {width}", first, reader.line_num)
+            reason = f"{len(row)} fields instead of {width}" if row else "empty line"
+            counts.skip(reason, first, reader.line_num)
             continue
         if any("\ufffd" in v for v in row):
             counts.invalid_utf8 += 1
@@ -189,7 +210,7 @@ def _jsonl_rows(lines, text_columns: list[str], counts: Counts, name: str) -> It
             continue
         if columns is None:
             columns = list(obj)
-            _check_columns(columns, text_columns, name, "key")
+            check_columns(columns, text_columns, name, "key")
             yield columns
         if "\ufffd" in line:
             counts.invalid_utf8 += 1
@@ -205,30 +226,29 @@ def _text_rows(lines, column: str, counts: Counts) -> Iterator[list]:
         yield [text]
 
 
-def _check_columns(columns: list[str], text_columns: list[str], name: str, what: str = "column") -> None:
+def check_columns(columns: list[str], text_columns: list[str], name: str, what: str = "column") -> None:
     missing = [c for c in text_columns if c not in columns]
     if missing:
-        shown = ", ".join(repr(c) for c in columns[:20]) or "(none)"
-        raise UserError(f"{name} has no {what} {', '.join(map(repr, missing))} ({what}s found: {shown}). "
+        found = ", ".join(repr(c) for c in columns[:20]) or "(none)"
+        raise UserError(f"{name} has no {what} {', '.join(map(repr, missing))} ({what}s found: {found}). "
                         f"Name the text {what}(s) with --text_column_names NAME[,NAME...].")
-    duplicated = [c for c, n in Counter(columns).items() if n > 1]
-    if duplicated:
-        raise UserError(f"{name} has the {what} {duplicated[0]!r} more than once; rename one.")
+    twice = [c for c, n in Counter(columns).items() if n > 1]
+    if twice:
+        raise UserError(f"{name} has the {what} {twice[0]!r} more than once; rename one.")
 
 
 def read_rows(path: Path, text_columns: list[str], counts: Counts) -> tuple[list[str], Iterator[list], int]:
-    """(columns, an iterator of rows as lists, header lines), streaming; bad rows are counted in
-    `counts`, not raised."""
-    fmt, _ = file_format(path, INPUTS, "input")
+    """(columns, the rows as lists, lines the header takes), streaming; bad rows are counted, not raised."""
+    fmt = file_format(path, INPUTS, "input")
     f = open_text(path)
     lines = iter(f)
     header_lines = 1
     if fmt == ".txt":
         first = next(lines, "")
-        header = first.rstrip("\r\n").split("\t")
         lines = itertools.chain([first] if first else [], lines)
+        fields = first.rstrip("\r\n").split("\t")
         # NSMC's ratings files are .txt but tab-separated, with a header naming the text column.
-        if len(header) > 1 and any(c in header for c in text_columns):
+        if len(fields) > 1 and any(c in fields for c in text_columns):
             rows = _table_rows(lines, "\t", counts)
         else:
             rows, header_lines = _text_rows(lines, text_columns[0], counts), 0
@@ -241,8 +261,9 @@ def read_rows(path: Path, text_columns: list[str], counts: Counts) -> tuple[list
         f.close()
         raise UserError(f"{path.name} is empty: nothing to score.")
     if fmt == ".txt" and not header_lines and len(text_columns) > 1:
-        raise UserError(f"{path.name} holds one text a line; --text_column_names names {len(text_columns)} columns.")
-    _check_columns(columns, text_columns, path.name)
+        raise UserError(f"{path.name} holds one text a line, so there are no columns to join "
+                        f"({', '.join(text_columns)}).")
+    check_columns(columns, text_columns, path.name)
     return columns, rows, header_lines
 
 
@@ -253,8 +274,7 @@ def chunks(columns: list[str], rows: Iterator[list], size: int) -> Iterator[pd.D
 
 def count_lines(path: Path) -> int:
     """Lines in the (decompressed) file: the progress bar's total, an estimate when texts span lines."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as f:
+    with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as f:
         return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
 
 
@@ -262,7 +282,7 @@ def count_lines(path: Path) -> int:
 
 
 def encode(frame: pd.DataFrame, fmt: str, gz: bool, header: bool = False) -> bytes:
-    """One chunk of output as bytes; gzip members appended one after another are one valid .gz file."""
+    """One chunk of output as bytes; gzip members appended one after another make one valid .gz file."""
     if fmt == ".csv":
         text = frame.to_csv(index=False, header=header, lineterminator="\n")
     else:
@@ -293,161 +313,165 @@ def _write_json_atomic(path: Path, value: dict) -> None:
     os.replace(tmp, path)
 
 
+def progress_path(output: Path) -> Path:
+    return output.with_name(output.name + ".progress.json")
+
+
 @dataclass
 class Progress:
-    """The progress file: what a resumed run must match and where it goes on from."""
+    """The progress file: what a resumed run must match, and where it goes on from."""
 
-    input: dict  # path, size, mtime_ns: resuming against another file would mix two inputs
+    input: dict  # path, size, mtime_ns: resuming from another file would mix two inputs in one output
     text_columns: list
     chunk_rows: int
     chunks: int = 0  # input chunks done
     bytes: int = 0  # valid length of the output
     counts: dict = field(default_factory=dict)
 
+    @staticmethod
+    def fingerprint(path: Path) -> dict:
+        stat = path.stat()
+        return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
-def progress_path(output: Path) -> Path:
-    return output.with_name(output.name + ".progress.json")
 
+class Output:
+    """The output file, appended a whole chunk at a time, and its progress file."""
 
-def _fingerprint(path: Path) -> dict:
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    def __init__(self, path: Path, progress: Progress):
+        self.path, self.progress, self.sidecar = path, progress, progress_path(path)
+        if not progress.bytes:  # from here on, an interrupted run can be resumed
+            _write_json_atomic(self.sidecar, asdict(progress))
+        self.file = open(path, "r+b" if progress.bytes else "wb")
+        self.file.truncate(progress.bytes)  # a chunk written after the last progress record goes again
+        self.file.seek(progress.bytes)
+
+    def append(self, data: bytes, counts: Counts, chunks: int = 1) -> None:
+        with _uninterrupted():
+            self.file.write(data)
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.progress.chunks += chunks
+            self.progress.bytes += len(data)
+            self.progress.counts = asdict(counts)
+            _write_json_atomic(self.sidecar, asdict(self.progress))
+
+    def close(self, finished: bool) -> None:
+        self.file.close()
+        if finished:
+            self.sidecar.unlink()
 
 
 # --- the command --------------------------------------------------------------------------------
 
 
-def _start(args, output: Path, sidecar: Path, fingerprint: dict, text_columns: list[str]) -> Progress:
+def start(args: argparse.Namespace, source: Path, output: Path, text_columns: list[str]) -> Progress:
     """A fresh Progress, or the interrupted run's when resuming (after checking it is the same job)."""
+    sidecar = progress_path(output)
+    fingerprint = Progress.fingerprint(source)
     if args.resume and sidecar.is_file() and output.is_file():
         try:
             saved = Progress(**json.loads(sidecar.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError):
             raise UserError(f"{sidecar} is unreadable; start again with --overwrite.") from None
         if saved.input != fingerprint or saved.text_columns != text_columns:
-            raise UserError(f"{output} was started from another input file or other text columns "
-                            f"({saved.input['path']}, {','.join(saved.text_columns)}); start again with --overwrite.")
+            raise UserError(f"{output} was begun from another input or other text columns "
+                            f"({saved.input.get('path')}, {','.join(saved.text_columns)}); "
+                            f"start again with --overwrite.")
         if output.stat().st_size < saved.bytes:
-            raise UserError(f"{output} is shorter than its progress file says; start again with --overwrite.")
+            raise UserError(f"{output} is shorter than {sidecar.name} says; start again with --overwrite.")
         return saved
     if output.exists() and not args.overwrite:
         if args.resume:
-            raise UserError(f"{output} exists but has no progress file ({sidecar.name}), so it is not an interrupted "
-                            f"run (a finished one removes it). Use --overwrite to score again.")
-        raise UserError(f"{output} exists. Add --resume to continue an interrupted run, or --overwrite to replace it.")
+            raise UserError(f"{output} exists but has no progress file ({sidecar.name}), so it is not an "
+                            f"interrupted run (a finished one removes it). Use --overwrite to score again.")
+        raise UserError(f"{output} exists. Add --resume to continue an interrupted run, "
+                        f"or --overwrite to replace it.")
     return Progress(input=fingerprint, text_columns=text_columns, chunk_rows=args.chunk_rows)
 
 
 def resume_command(argv: list[str]) -> str:
-    kept = [a for a in argv if a not in ("--resume", "--overwrite")]
+    kept = [a for a in argv if a not in ("--overwrite", "--resume")]
     return shlex.join(["python", "-m", "nsmc.predict", *kept, "--resume"])
-
-
-def summary(counts: Counts, output: Path, seconds: float, session_rows: int) -> str:
-    rate = session_rows / seconds if seconds > 0 else 0.0
-    lines = [f"Wrote {counts.rows:,} rows to {output} ({session_rows:,} scored in this run, "
-             f"{seconds:,.1f} s, {rate:,.0f} rows/s)."]
-    if counts.blank:
-        lines.append(f"  blank text (empty scores): {counts.blank:,}")
-    if counts.invalid_utf8:
-        lines.append(f"  invalid UTF-8 (bytes read as \ufffd, scored): {counts.invalid_utf8:,}")
-    if counts.truncated:
-        lines.append(f"  over {MAX_CHARS:,} characters (scored on the start): {counts.truncated:,}")
-    if counts.skipped:
-        reasons = ", ".join(f"{n:,} {why}" for why, n in sorted(counts.skipped.items(), key=lambda kv: -kv[1]))
-        lines.append(f"  skipped: {sum(counts.skipped.values()):,} ({reasons}; e.g. {'; '.join(counts.examples)})")
-    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> Counts:
     from tqdm import tqdm
 
     source, output = Path(args.input), Path(args.output)
-    text_columns = [c.strip() for c in args.text_column_names.split(",") if c.strip()]
+    text_columns = column_names(args.text_column_names)
     if not text_columns:
-        raise UserError("--text_column_names is empty: name the text column(s), e.g. --text_column_names document.")
+        raise UserError("--text_column_names is empty: name the text column(s), "
+                        "e.g. --text_column_names document.")
     if not source.is_file():
         raise UserError(f"{source}: no such file.")
-    out_fmt, out_gz = file_format(output, OUTPUTS, "output")
-    file_format(source, INPUTS, "input")
+    out_fmt = file_format(output, OUTPUTS, "output")
     if output.resolve() == source.resolve():
         raise UserError("OUTPUT is the INPUT file: write the scores to another file.")
     if not output.parent.is_dir():
         raise UserError(f"{output.parent}: no such folder for the output.")
-    sidecar = progress_path(output)
-    progress = _start(args, output, sidecar, _fingerprint(source), text_columns)
+    progress = start(args, source, output, text_columns)
     counts = Counts()
-    columns, rows, header_lines = read_rows(source, text_columns, counts)  # column mistakes before the model loads
+    columns, rows, header_lines = read_rows(source, text_columns, counts)  # before the slow model load
 
     set_threads()
     classifier = SentimentClassifier.load(args.model, base_model=args.base_model, runtime=args.runtime,
-                                          log=lambda m: print(m, file=sys.stderr, flush=True))
+                                          log=lambda message: print(message, file=sys.stderr, flush=True))
     names = classifier.label_names
     frames = chunks(columns, rows, progress.chunk_rows)
-    done_rows = sum(len(next(frames, ())) for _ in range(progress.chunks))  # re-read, not re-scored
+    done = sum(len(next(frames, ())) for _ in range(progress.chunks))  # read again, not scored again
     if progress.chunks:
-        counts.restore(progress.counts)
-        if done_rows != counts.rows:
-            raise UserError(f"{source} no longer has the rows the interrupted run read; start again with --overwrite.")
-    total = max(count_lines(source) - header_lines, done_rows)
+        vars(counts).update(progress.counts)  # in place: the row readers count into this object
+        if done != counts.rows:
+            raise UserError(f"{source} no longer holds the rows the interrupted run read; "
+                            f"start again with --overwrite.")
+    total = max(count_lines(source) - header_lines, done)
 
-    if not progress.bytes:  # from here on, an interrupted run can be resumed
-        _write_json_atomic(sidecar, asdict(progress))
+    gz = output.name.endswith(".gz")
     started, session_rows = time.perf_counter(), 0
-    with open(output, "r+b" if progress.bytes else "wb") as out, \
-            tqdm(total=total, initial=done_rows, unit=" rows", dynamic_ncols=True, disable=None) as bar:
-        out.truncate(progress.bytes)  # a chunk written after the last progress record is written again
-        out.seek(progress.bytes)
-
-        def commit(data: bytes, texts: list[str]) -> None:
-            """Append a chunk and record it, as one step that Ctrl-C cannot split."""
-            with _uninterrupted():
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-                counts.rows += len(texts)
-                counts.blank += sum(map(is_blank, texts))
-                counts.truncated += sum(len(t) > MAX_CHARS for t in texts)
-                progress.chunks += bool(texts)
-                progress.bytes += len(data)
-                progress.counts = asdict(counts)
-                _write_json_atomic(sidecar, asdict(progress))
-
+    out = Output(output, progress)
+    with tqdm(total=total, initial=done, unit=" rows", dynamic_ncols=True, disable=None) as bar:
         try:
-            if progress.bytes == 0 and out_fmt == ".csv":
+            if not progress.bytes and out_fmt == ".csv":
                 empty = pd.DataFrame(columns=columns, dtype=object)
-                commit(encode(scored_frame(empty, [], np.zeros((0, len(names))), names), out_fmt, out_gz, header=True), [])
+                header = scored_frame(empty, [], np.zeros((0, len(names))), names)
+                out.append(encode(header, out_fmt, gz, header=True), counts, chunks=0)
             for frame in frames:
                 texts = joined_texts(frame, text_columns)
-                probs = score(classifier, texts, bar)
-                commit(encode(scored_frame(frame, texts, probs, names), out_fmt, out_gz), texts)
+                data = encode(scored_frame(frame, texts, score(classifier, texts, bar), names), out_fmt, gz)
+                counts.add(texts)
+                out.append(data, counts)
                 session_rows += len(texts)
         except KeyboardInterrupt:
+            out.close(finished=False)
             bar.close()
             print(f"\nInterrupted: {progress.counts.get('rows', 0):,} rows are scored and saved in {output} "
                   f"(a valid file up to there).\nContinue with:\n  {resume_command(argv)}", file=sys.stderr)
             raise SystemExit(130) from None
-    sidecar.unlink()
-    print(summary(counts, output, time.perf_counter() - started, session_rows))
+    out.close(finished=True)
+    seconds = time.perf_counter() - started
+    print(f"Wrote {counts.rows:,} rows to {output} ({session_rows:,} scored in this run, {seconds:,.1f} s, "
+          f"{session_rows / max(seconds, 1e-9):,.0f} rows/s).", *counts.summary(), sep="\n")
     return counts
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m nsmc.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", metavar="INPUT", help="file to score: .csv, .tsv, .txt or .jsonl, optionally .gz")
+    parser.add_argument("input", metavar="INPUT", help="file to score: .csv, .tsv, .txt, .jsonl (or .gz)")
     parser.add_argument("output", metavar="OUTPUT", help="where to write: .csv or .jsonl, optionally .gz")
     parser.add_argument("--model", required=True, help="exported model folder or Lightning .ckpt")
     parser.add_argument("--base-model", "--base_model", dest="base_model",
                         help="base model name or folder, for a .ckpt that carries no config/tokenizer")
-    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME, help=f"{HELP} (default: {DEFAULT_RUNTIME})")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                        help=f"{HELP} (default: {DEFAULT_RUNTIME})")
     parser.add_argument("--text_column_names", "--text-column-names", default=DEFAULT_COLUMN,
-                        help=f"the text column(s), comma-separated, joined with a space (default: {DEFAULT_COLUMN}); "
-                             "for a plain .txt, the name its one column gets in the output")
+                        help=f"the text column(s), comma-separated, joined with a space (default: "
+                             f"{DEFAULT_COLUMN}); for a plain .txt, its one column's name in the output")
     parser.add_argument("--chunk_rows", "--chunk-rows", type=int, default=CHUNK_ROWS,
-                        help=f"rows scored and appended at once (default: {CHUNK_ROWS:,}); a resumed run keeps its own")
+                        help=f"rows scored and appended at once (default: {CHUNK_ROWS:,}); --resume "
+                             f"keeps the interrupted run's")
     again = parser.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="continue an interrupted run into the same OUTPUT")
+    again.add_argument("--resume", action="store_true", help="continue an interrupted run into OUTPUT")
     again.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     args = parser.parse_args(argv)
     if args.chunk_rows < 1:
@@ -461,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
         run(parse_args(argv), argv)
     except UserError as e:
         sys.exit(f"nsmc.predict: {e}")
-    except KeyboardInterrupt:  # while loading or re-reading: run() reports interruptions once writing
+    except KeyboardInterrupt:  # while loading or reading; once writing, run() says how to resume
         sys.exit("nsmc.predict: interrupted; nothing new was written.")
 
 

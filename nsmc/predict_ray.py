@@ -28,7 +28,7 @@ import pandas as pd
 
 from nsmc.errors import UserError
 from nsmc.inference import SentimentClassifier, set_threads
-from nsmc.predict import DEFAULT_COLUMN, joined_texts, scored_frame
+from nsmc.predict import DEFAULT_COLUMN, column_names, joined_texts, scored_frame
 from nsmc.runtime import DEFAULT_RUNTIME, HELP, RUNTIMES, usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ class Scorer:
         # The cores Ray gave this worker; torch would otherwise take every core of the machine.
         set_threads(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 0)) or None)
         self.classifier = SentimentClassifier.load(model, base_model=base_model, runtime=runtime)
-        self.text_columns = [c.strip() for c in text_column_names.split(",") if c.strip()]
+        self.text_columns = column_names(text_column_names)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         texts = joined_texts(batch, self.text_columns)
@@ -74,33 +74,41 @@ def run(model: str, source: str, target: str, text_column_names: str = DEFAULT_C
 
     ds = getattr(ray.data, READERS[in_format or input_format(source)])(source)
     columns = ds.columns()
-    missing = [c for c in text_column_names.split(",") if c.strip() and c.strip() not in columns]
+    missing = [c for c in column_names(text_column_names) if c not in columns]
     if missing:
-        raise UserError(f"{source} has no column {', '.join(map(repr, missing))} "
-                        f"(columns found: {', '.join(map(repr, columns))}). Name it with --text_column_names.")
-    scored = ds.map_batches(
-        Scorer, batch_format="pandas", batch_size=batch_rows, compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=cpus_per_worker or 1,
-        fn_constructor_kwargs={"model": str(model), "text_column_names": text_column_names, "runtime": runtime,
-                               "base_model": base_model},
-    )
+        found = ", ".join(map(repr, columns))
+        raise UserError(f"{source} has no column {', '.join(map(repr, missing))} (columns found: {found}). "
+                        f"Name the text column(s) with --text_column_names.")
+    scorer = {"model": str(model), "text_column_names": text_column_names, "runtime": runtime,
+              "base_model": base_model}
+    scored = ds.map_batches(Scorer, fn_constructor_kwargs=scorer, batch_format="pandas",
+                            batch_size=batch_rows, compute=ray.data.ActorPoolStrategy(size=workers),
+                            num_cpus=cpus_per_worker or 1)
     getattr(scored, WRITERS[out_format])(target)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m nsmc.predict_ray", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", metavar="INPUT", help="Parquet file or folder, .csv(.gz), .jsonl; local or a URL Ray reads")
+    parser.add_argument("input", metavar="INPUT",
+                        help="a Parquet file or folder, .csv(.gz) or .jsonl, where every node can read it")
     parser.add_argument("output", metavar="OUTPUT", help="folder to write the scored files into")
-    parser.add_argument("--model", required=True, help="exported model folder or .ckpt, at this path on every node")
-    parser.add_argument("--base-model", "--base_model", dest="base_model", help="for a .ckpt without config/tokenizer")
-    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME, help=f"{HELP} (default: {DEFAULT_RUNTIME})")
+    parser.add_argument("--model", required=True,
+                        help="exported model folder or .ckpt, at this path on every node")
+    parser.add_argument("--base-model", "--base_model", dest="base_model",
+                        help="base model name or folder, for a .ckpt that carries no config/tokenizer")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                        help=f"{HELP} (default: {DEFAULT_RUNTIME})")
     parser.add_argument("--text_column_names", "--text-column-names", default=DEFAULT_COLUMN,
-                        help=f"text column(s), comma-separated, joined with a space (default: {DEFAULT_COLUMN})")
-    parser.add_argument("--input_format", "--input-format", choices=list(READERS), help="default: by INPUT's extension")
+                        help=f"text column(s), comma-separated, joined with a space (default: "
+                             f"{DEFAULT_COLUMN})")
+    parser.add_argument("--input_format", "--input-format", choices=list(READERS),
+                        help="default: from INPUT's extension, else parquet")
     parser.add_argument("--output_format", "--output-format", choices=list(WRITERS), default="parquet")
-    parser.add_argument("--address", help="a running cluster (auto, or ray://HEAD:10001); default: start Ray here")
-    parser.add_argument("--workers", type=int, default=1, help="scorers (Ray actors), each loading the model once")
+    parser.add_argument("--address",
+                        help="a running cluster: auto, or ray://HEAD:10001 (default: start a Ray here)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="scorers (Ray actors), each loading the model once (default: 1)")
     parser.add_argument("--cpus_per_worker", "--cpus-per-worker", type=int,
                         help="cores each scorer reserves (default: 1 on a cluster; locally all but the one "
                              "Ray's read and write tasks need, which would otherwise wait for it for ever)")
@@ -114,15 +122,16 @@ def main(argv: list[str] | None = None) -> None:
         import ray
     except ImportError:
         sys.exit("nsmc.predict_ray: Ray is not installed: pip install -r requirements-ray.txt")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray reports usage to its makers unless told not to
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray reports usage to Anyscale unless told not to
     if args.address:
         ray.init(address=args.address)
     else:  # a local Ray: its workers import nsmc from this checkout
         ray.init(num_cpus=usable_cores(), runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
+        # Locally, one worker reserves all cores but one: Ray's read and write tasks need that one.
+        cpus = args.cpus_per_worker or (None if args.address else max(1, usable_cores() - 1))
         run(args.model, args.input, args.output, args.text_column_names, args.runtime, args.base_model,
-            args.workers, args.cpus_per_worker or (None if args.address else max(1, usable_cores() - 1)), args.batch_rows,
-            args.input_format, args.output_format)
+            args.workers, cpus, args.batch_rows, args.input_format, args.output_format)
     except UserError as e:
         sys.exit(f"nsmc.predict_ray: {e}")
     finally:

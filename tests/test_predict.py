@@ -33,14 +33,13 @@ def reviews(fixtures_dir) -> list[str]:
     return read_ratings(fixtures_dir / "ratings_test.txt").documents[:60]
 
 
-def run(model, *args: str) -> tuple[int | str | None, str]:
-    """Run the command in-process: (exit code or message, what it printed)."""
-    argv = ["--model", str(model), "--runtime", "torch", *map(str, args)]
+def run(model, *args) -> int | str | None:
+    """The command, in-process: its exit code, or the message it exits with."""
     try:
-        predict.main(argv)
+        predict.main(["--model", str(model), "--runtime", "torch", *map(str, args)])
     except SystemExit as e:
-        return e.code, ""
-    return 0, ""
+        return e.code
+    return 0
 
 
 def read_output(path: Path) -> pd.DataFrame:
@@ -59,13 +58,10 @@ def as_csv(rows: list[dict]) -> str:
     return pd.DataFrame(rows).to_csv(index=False)
 
 
-def expected_probs(classifier, texts: list[str]) -> np.ndarray:
-    return classifier.predict_proba(texts)
-
-
 @pytest.mark.parametrize("source, target", [("in.csv", "out.jsonl"), ("in.tsv.gz", "out.csv"),
                                             ("in.jsonl", "out.csv.gz"), ("in.txt", "out.jsonl.gz")])
-def test_formats_keep_the_columns_and_add_one_score_per_label(tmp_path, tiny_model_dir, classifier, reviews, source, target):
+def test_formats_keep_the_columns_and_add_one_score_per_label(tmp_path, tiny_model_dir, classifier, reviews,
+                                                               source, target):
     rows = [{"id": str(i), "document": r} for i, r in enumerate(reviews)]
     src = tmp_path / source
     if ".jsonl" in source:
@@ -77,7 +73,7 @@ def test_formats_keep_the_columns_and_add_one_score_per_label(tmp_path, tiny_mod
         rows = [{"document": r} for r in reviews]
     else:
         write(src, as_csv(rows))
-    assert run(tiny_model_dir, src, tmp_path / target)[0] == 0
+    assert run(tiny_model_dir, src, tmp_path / target) == 0
     out = read_output(tmp_path / target)
     names = classifier.label_names
     assert list(out.columns) == [*rows[0], *names, "label"]
@@ -85,14 +81,14 @@ def test_formats_keep_the_columns_and_add_one_score_per_label(tmp_path, tiny_mod
     if "id" in out:
         assert out["id"].astype(str).tolist() == [r["id"] for r in rows]
     probs = out[names].astype(float).to_numpy()
-    assert np.allclose(probs, expected_probs(classifier, reviews), atol=2e-6)
+    assert np.allclose(probs, classifier.predict_proba(reviews), atol=2e-6)
     assert out["label"].tolist() == [names[i] for i in probs.argmax(1)]
     assert not (tmp_path / f"{target}.progress.json").exists()
 
 
 def test_nsmc_ratings_file_is_read_as_a_table_and_its_label_kept(tmp_path, tiny_model_dir, fixtures_dir):
     out = tmp_path / "out.csv"
-    assert run(tiny_model_dir, fixtures_dir / "ratings_test.txt", out)[0] == 0
+    assert run(tiny_model_dir, fixtures_dir / "ratings_test.txt", out) == 0
     table = read_output(out)
     ratings = read_ratings(fixtures_dir / "ratings_test.txt")
     assert list(table.columns) == ["id", "document", "label", "negative", "positive", "predicted_label"]
@@ -103,17 +99,18 @@ def test_nsmc_ratings_file_is_read_as_a_table_and_its_label_kept(tmp_path, tiny_
 def test_several_text_columns_are_joined_with_a_space(tmp_path, tiny_model_dir, classifier, reviews):
     rows = [{"title": a, "body": b} for a, b in zip(reviews[:20], reviews[20:40])]
     src = write(tmp_path / "in.csv", as_csv(rows))
-    assert run(tiny_model_dir, src, tmp_path / "out.csv", "--text_column_names", "title,body")[0] == 0
+    assert run(tiny_model_dir, src, tmp_path / "out.csv", "--text_column_names", "title,body") == 0
     probs = read_output(tmp_path / "out.csv")[classifier.label_names].astype(float).to_numpy()
     joined = [f"{a} {b}" for a, b in zip(reviews[:20], reviews[20:40])]
-    assert np.allclose(probs, expected_probs(classifier, joined), atol=2e-6)
-    assert not np.allclose(probs, expected_probs(classifier, reviews[:20]), atol=2e-6)
+    assert np.allclose(probs, classifier.predict_proba(joined), atol=2e-6)
+    assert not np.allclose(probs, classifier.predict_proba(reviews[:20]), atol=2e-6)
 
 
-def test_resume_after_an_interruption_scores_no_row_twice(tmp_path, tiny_model_dir, reviews, monkeypatch, capsys):
+def test_resume_after_an_interruption_scores_no_row_twice(tmp_path, tiny_model_dir, reviews, monkeypatch,
+                                                           capsys):
     src = write(tmp_path / "in.csv", as_csv([{"id": str(i), "document": r} for i, r in enumerate(reviews)]))
     reference = tmp_path / "reference.csv"
-    assert run(tiny_model_dir, src, reference, "--chunk_rows", "7")[0] == 0
+    assert run(tiny_model_dir, src, reference, "--chunk_rows", "7") == 0
 
     scored: list[str] = []
     real_score = predict.score
@@ -126,7 +123,7 @@ def test_resume_after_an_interruption_scores_no_row_twice(tmp_path, tiny_model_d
 
     monkeypatch.setattr(predict, "score", counting_score)
     out = tmp_path / "out.csv"
-    code, _ = run(tiny_model_dir, src, out, "--chunk_rows", "7")
+    code = run(tiny_model_dir, src, out, "--chunk_rows", "7")
     assert code == 130
     message = capsys.readouterr().err
     assert "Interrupted: 21 rows" in message and "--resume" in message and "--chunk_rows 7" in message
@@ -134,8 +131,12 @@ def test_resume_after_an_interruption_scores_no_row_twice(tmp_path, tiny_model_d
     # A kill in the middle of writing the next chunk leaves a partial line past the recorded length.
     with open(out, "ab") as f:
         f.write(b'21,"half a ro')
-    monkeypatch.setattr(predict, "score", lambda c, texts, p=None: (scored.extend(texts), real_score(c, texts, p))[1])
-    assert run(tiny_model_dir, src, out, "--resume", "--chunk_rows", "7")[0] == 0
+    def score_once(classifier, texts, progress=None):
+        scored.extend(texts)
+        return real_score(classifier, texts, progress)
+
+    monkeypatch.setattr(predict, "score", score_once)
+    assert run(tiny_model_dir, src, out, "--resume", "--chunk_rows", "7") == 0
     assert sorted(scored) == sorted(reviews) and len(scored) == len(reviews)  # each row scored exactly once
     assert out.read_bytes() == reference.read_bytes()
     assert f"Wrote {len(reviews)} rows" in capsys.readouterr().out
@@ -164,7 +165,7 @@ def test_ctrl_c_leaves_a_valid_partial_output_and_says_how_to_resume(tmp_path, t
     assert f"Interrupted: {done:,} rows" in err and "--resume" in err
     partial = read_output(out)
     assert partial["id"].tolist() == [str(i) for i in range(done)]
-    assert run(tiny_model_dir, src, out, "--chunk_rows", "20", "--resume")[0] == 0
+    assert run(tiny_model_dir, src, out, "--chunk_rows", "20", "--resume") == 0
     assert read_output(out)["id"].tolist() == [r["id"] for r in rows]
 
 
@@ -182,7 +183,7 @@ def test_bad_rows_are_counted_never_fatal(tmp_path, tiny_model_dir, capsys):
         b'7,bad \xff\xfe bytes\n'     # invalid UTF-8: read as U+FFFD and scored
         b'8,"a ""quoted"" word"\n'
     )
-    assert run(tiny_model_dir, src, tmp_path / "out.csv")[0] == 0
+    assert run(tiny_model_dir, src, tmp_path / "out.csv") == 0
     out = read_output(tmp_path / "out.csv")
     assert out["id"].tolist() == ["1", "6", "7", "8"]
     assert out["document"].tolist() == ["good movie", "", "bad \ufffd\ufffd bytes", 'a "quoted" word']
@@ -199,7 +200,7 @@ def test_bad_rows_are_counted_never_fatal(tmp_path, tiny_model_dir, capsys):
 def test_bad_jsonl_lines_are_counted_never_fatal(tmp_path, tiny_model_dir, capsys):
     src = write(tmp_path / "in.jsonl", '{"document": "좋아요", "n": 1}\n{"document": \n[1, 2]\n\n'
                                       '{"n": 3}\n{"document": null}\n' + "[" * 100_000 + "\n")
-    assert run(tiny_model_dir, src, tmp_path / "out.jsonl")[0] == 0
+    assert run(tiny_model_dir, src, tmp_path / "out.jsonl") == 0
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["n"] for r in out] == [1, 3, None]  # the first object's keys: absent ones are null
     assert [r["label"] for r in out] == [out[0]["label"], "", ""]  # a missing or null text is blank
@@ -208,32 +209,40 @@ def test_bad_jsonl_lines_are_counted_never_fatal(tmp_path, tiny_model_dir, capsy
     assert "skipped: 4 (2 not valid JSON, 1 not a JSON object, 1 empty line" in report
 
 
-@pytest.mark.parametrize("make, args, message", [
-    (lambda d: write(d / "in.csv", "id,review,stars\n1,좋다,5\n"), [],
+ONE = "document\n좋다\n"
+
+
+@pytest.mark.parametrize("source, content, target, old, args, message", [
+    ("in.csv", "id,review,stars\n1,좋다,5\n", "out.csv", None, [],
      "in.csv has no column 'document' (columns found: 'id', 'review', 'stars')"),
-    (lambda d: write(d / "in.jsonl", '{"review": "좋다"}\n'), ["--text_column_names", "text"],
+    ("in.jsonl", '{"review": "좋다"}\n', "out.csv", None, ["--text_column_names", "text"],
      "in.jsonl has no key 'text' (keys found: 'review')"),
-    (lambda d: write(d / "in.xlsx", "x"), [], "unknown input format; name it .csv, .tsv, .txt, .jsonl"),
-    (lambda d: write(d / "in.csv", "document\n좋다\n"), ["--out", "out.parquet"], "unknown output format; name it .csv, .jsonl"),
-    (lambda d: d / "missing.csv", [], "missing.csv: no such file"),
-    (lambda d: write(d / "in.csv", ""), [], "in.csv is empty"),
-    (lambda d: write(d / "in.csv", "document,document\n좋다,좋다\n"), [], "has the column 'document' more than once"),
-    (lambda d: (write(d / "in.csv", "document\n좋다\n"), write(d / "out.csv", "old"))[0], [],
+    ("in.xlsx", "x", "out.csv", None, [], "unknown input format; name it .csv, .tsv, .txt, .jsonl"),
+    ("in.csv", ONE, "out.parquet", None, [], "unknown output format; name it .csv, .jsonl"),
+    ("missing.csv", None, "out.csv", None, [], "missing.csv: no such file"),
+    ("in.csv", "", "out.csv", None, [], "in.csv is empty"),
+    ("in.csv", "document,document\n좋다,좋다\n", "out.csv", None, [],
+     "has the column 'document' more than once"),
+    ("in.csv", ONE, "out.csv", "old", [],
      "out.csv exists. Add --resume to continue an interrupted run, or --overwrite to replace it."),
-    (lambda d: (write(d / "in.csv", "document\n좋다\n"), write(d / "out.csv", "old"))[0], ["--resume"],
-     "out.csv exists but has no progress file"),
+    ("in.csv", ONE, "out.csv", "old", ["--resume"], "out.csv exists but has no progress file"),
 ])
-def test_mistakes_get_one_line_and_no_traceback(tmp_path, tiny_model_dir, make, args, message):
-    src = make(tmp_path)
-    target = tmp_path / (args[1] if args[:1] == ["--out"] else "out.csv")
-    code, _ = run(tiny_model_dir, src, target, *(args if args[:1] != ["--out"] else []))
+def test_mistakes_get_one_line_and_no_traceback(tmp_path, tiny_model_dir, source, content, target, old, args,
+                                                message):
+    if content is not None:
+        write(tmp_path / source, content)
+    if old is not None:
+        write(tmp_path / target, old)
+    code = run(tiny_model_dir, tmp_path / source, tmp_path / target, *args)
     assert isinstance(code, str) and code.startswith("nsmc.predict: ") and message in code, code
-    if "exists" not in message:
-        assert not target.exists() and not predict.progress_path(target).exists()  # nothing half-made
+    if old is None:  # nothing half-made
+        assert not (tmp_path / target).exists() and not predict.progress_path(tmp_path / target).exists()
+    else:
+        assert (tmp_path / target).read_text() == old
 
 
 def test_overwrite_replaces_an_existing_output(tmp_path, tiny_model_dir):
     src = write(tmp_path / "in.csv", "document\n좋다\n별로\n")
     out = write(tmp_path / "out.csv", "old\n" * 1000)
-    assert run(tiny_model_dir, src, out, "--overwrite")[0] == 0
+    assert run(tiny_model_dir, src, out, "--overwrite") == 0
     assert read_output(out)["document"].tolist() == ["좋다", "별로"]

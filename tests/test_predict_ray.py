@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-ray = pytest.importorskip("ray", reason="Ray is optional (pip install -r requirements-ray.txt); CI does not install it")
+ray = pytest.importorskip("ray", reason="Ray is optional: pip install -r requirements-ray.txt (CI does not)")
 
 from nsmc import predict, predict_ray  # noqa: E402
 from nsmc.corpus import read_ratings  # noqa: E402
@@ -17,21 +17,24 @@ from nsmc.corpus import read_ratings  # noqa: E402
 @pytest.fixture(scope="module")
 def local_ray():
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    root = str(predict_ray.ROOT)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": root, "NSMC_RUNTIME_CACHE": os.environ["NSMC_RUNTIME_CACHE"]}})
+    # Ray's workers import nsmc from this checkout and put ONNX graphs where the other tests do.
+    workers_env = {"PYTHONPATH": str(predict_ray.ROOT),
+                   "NSMC_RUNTIME_CACHE": os.environ["NSMC_RUNTIME_CACHE"]}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": workers_env})
     yield
     ray.shutdown()
 
 
-def test_ray_scores_the_rows_the_single_machine_command_scores(tmp_path, tiny_model_dir, fixtures_dir, local_ray):
+def test_ray_scores_the_rows_the_single_machine_command_scores(tmp_path, tiny_model_dir, fixtures_dir,
+                                                                local_ray):
     docs = read_ratings(fixtures_dir / "ratings_train.txt").documents
     rows = pd.DataFrame({"id": range(3000), "document": [docs[i % len(docs)] for i in range(3000)]})
     rows.loc[7, "document"] = ""  # a blank text: empty scores both ways
     rows.to_parquet(tmp_path / "in.parquet")
     rows.to_csv(tmp_path / "in.csv", index=False)
 
-    predict.main(["--model", str(tiny_model_dir), "--runtime", "torch", str(tmp_path / "in.csv"), str(tmp_path / "one.csv")])
+    predict.main(["--model", str(tiny_model_dir), "--runtime", "torch", str(tmp_path / "in.csv"),
+                  str(tmp_path / "one.csv")])
     one = pd.read_csv(tmp_path / "one.csv", keep_default_na=False, dtype={"document": str})
     predict_ray.run(tiny_model_dir, str(tmp_path / "in.parquet"), str(tmp_path / "ray"), runtime="torch",
                     workers=1, cpus_per_worker=1)  # the other CPU reads and writes
