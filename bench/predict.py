@@ -53,6 +53,12 @@ finally:
 """
 
 
+def vm_hwm(pid: int | str = "self") -> int:
+    """A process's peak RSS (VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -65,7 +71,8 @@ def reviews_file(rows: int) -> Path:
     from nsmc.corpus import read_lines, read_ratings
 
     log(f"Building {path} ({rows:,} rows)...")
-    texts = read_ratings(DATA / "ratings_train.txt.gz").documents + read_ratings(DATA / "ratings_test.txt.gz").documents
+    texts = [*read_ratings(DATA / "ratings_train.txt.gz").documents,
+             *read_ratings(DATA / "ratings_test.txt.gz").documents]
     if rows > len(texts):
         texts += read_lines(DATA / "reviews_unlabeled.txt.gz")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,8 +89,8 @@ def head(path: Path, n: int) -> Path:
     """The first n rows of a reviews file, as its own file."""
     out = path.with_name(f"{path.stem}-head{n}.csv")
     if not out.is_file():
-        with open(path, encoding="utf-8", newline="") as src, open(out, "w", encoding="utf-8", newline="") as dst:
-            dst.writelines(line for _, line in zip(range(n + 1), src))
+        with open(path, encoding="utf-8") as src, open(out, "w", encoding="utf-8") as dst:
+            dst.writelines(line for _, line in zip(range(n + 1), src))  # the header and n one-line rows
     return out
 
 
@@ -102,7 +109,8 @@ def stream(model: str, source: Path) -> dict:
     t0 = time.perf_counter()
     # The user's environment: tokenizers may use every core (load.env() turns that off for app.py).
     child_env = {k: v for k, v in env().items() if k != "TOKENIZERS_PARALLELISM"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env, capture_output=True,
+                          text=True)
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"nsmc.predict failed:\n{proc.stderr[-3000:]}")
@@ -141,7 +149,7 @@ def json_api(model: str, source: Path, clients: int, batch: int) -> dict:
         for t in threads:
             t.join()
         seconds = time.perf_counter() - t0
-        peak = next(int(l.split()[1]) * 1024 for l in open(f"/proc/{server.pid}/status") if l.startswith("VmHWM:"))
+        peak = vm_hwm(server.pid)
     finally:
         stop_server(server)
     if errors:
@@ -150,7 +158,8 @@ def json_api(model: str, source: Path, clients: int, batch: int) -> dict:
 
 
 def tutorial(model: str, source: Path, rows: int) -> dict:
-    argv = ["predict.py", "--worker", "tutorial", "--model", model, "--rows-file", str(source), "--tutorial-rows", str(rows)]
+    argv = ["predict.py", "--worker", "tutorial", "--model", model, "--rows-file", str(source),
+            "--tutorial-rows", str(rows)]
     code = PEAK.format(argv=argv, root=str(ROOT / "bench"), module="predict")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True)
     if proc.returncode:
@@ -175,7 +184,8 @@ def tutorial_worker(args) -> None:
     t0 = time.perf_counter()
     for t in texts:
         tut.inference_fn(t)
-    print("RESULT " + json.dumps({"rows": len(texts), "reviews_per_s": len(texts) / (time.perf_counter() - t0)}))
+    rate = len(texts) / (time.perf_counter() - t0)
+    print("RESULT " + json.dumps({"rows": len(texts), "reviews_per_s": rate}))
 
 
 def report(res: dict, command: str) -> str:
@@ -184,15 +194,17 @@ def report(res: dict, command: str) -> str:
     eta = lambda r: f"{n / r['reviews_per_s'] / 60:,.1f} min"  # noqa: E731
     lines = [
         "## Scoring a file", "",
-        f"`{command}`: {n:,} NSMC reviews in a CSV, scored three ways on {m['cores']} cores ({m['cpu']}), model "
-        f"`{res['model']}`; load average before: {m['load_before']}.", "",
+        f"`{command}`: {n:,} NSMC reviews in a CSV, scored three ways on {m['cores']} cores ({m['cpu']}), "
+        f"model `{res['model']}`; load average before: {m['load_before']}.", "",
         f"| way | reviews/s | {n:,} reviews take | peak memory |",
         "| --- | --- | --- | --- |",
         f"| `python -m nsmc.predict` (streaming, {res['runtime']}) | {res['stream']['reviews_per_s']:,.0f} | "
         f"{eta(res['stream'])} (wall with start-up: {res['stream']['wall_s'] / 60:,.1f} min) | "
-        f"{res['stream']['peak_rss_mb']:,.0f} MB ({res['stream_small']['peak_rss_mb']:,.0f} MB for {small:,} reviews) |",
+        f"{res['stream']['peak_rss_mb']:,.0f} MB ({res['stream_small']['peak_rss_mb']:,.0f} MB "
+        f"for {small:,}) |",
         f"| app.py JSON API ({res['api_clients']} clients, {res['api_batch']:,} reviews a request) | "
-        f"{res['api']['reviews_per_s']:,.0f} | {eta(res['api'])} | {res['api']['peak_rss_mb']:,.0f} MB (server) |",
+        f"{res['api']['reviews_per_s']:,.0f} | {eta(res['api'])} | "
+        f"{res['api']['peak_rss_mb']:,.0f} MB (server) |",
         f"| tutorial `inference_fn`, one review at a time (first {res['tutorial']['rows']:,} reviews) | "
         f"{res['tutorial']['reviews_per_s']:,.1f} | {eta(res['tutorial'])} (extrapolated) | "
         f"{res['tutorial']['peak_rss_mb']:,.0f} MB |",
@@ -202,11 +214,13 @@ def report(res: dict, command: str) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="models/nsmc-small")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--api-clients", type=int, default=4)
-    parser.add_argument("--api-batch", type=int, default=1000, help="reviews a request (the API takes up to 5,000)")
+    parser.add_argument("--api-batch", type=int, default=1000,
+                        help="reviews a request (the API takes up to 5,000)")
     parser.add_argument("--tutorial-rows", type=int, default=2000)
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -220,21 +234,24 @@ def main(argv=None) -> None:
     res = {"model": args.model, "rows": args.rows, "runtime": DEFAULT_RUNTIME, "machine": machine(),
            "api_clients": args.api_clients, "api_batch": args.api_batch}
     source = reviews_file(args.rows)
-    log("Building the runtime's ONNX graph if it is not cached yet (a first export would inflate peak memory)")
+    log("Building the ONNX graph if it is not cached yet (a first export would inflate peak memory)")
     warm = f"from nsmc.inference import SentimentClassifier; SentimentClassifier.load({args.model!r})"
     subprocess.run([sys.executable, "-c", warm], cwd=ROOT, env=env(), check=True, capture_output=True)
     log(f"stream: {args.rows // 10:,} rows")
     res["stream_small"] = stream(args.model, head(source, args.rows // 10))
     log(f"stream: {args.rows:,} rows")
     res["stream"] = stream(args.model, source)
-    log(f"stream: {res['stream']['reviews_per_s']:,.0f} reviews/s, peak {res['stream']['peak_rss_mb']:,.0f} MB "
-        f"({res['stream_small']['peak_rss_mb']:,.0f} MB for a tenth)")
+    s, small = res["stream"], res["stream_small"]
+    log(f"stream: {s['reviews_per_s']:,.0f} reviews/s, peak {s['peak_rss_mb']:,.0f} MB "
+        f"({small['peak_rss_mb']:,.0f} MB for a tenth)")
     log("JSON API")
     res["api"] = json_api(args.model, source, args.api_clients, args.api_batch)
-    log(f"JSON API: {res['api']['reviews_per_s']:,.0f} reviews/s, server peak {res['api']['peak_rss_mb']:,.0f} MB")
+    log(f"JSON API: {res['api']['reviews_per_s']:,.0f} reviews/s, server peak "
+        f"{res['api']['peak_rss_mb']:,.0f} MB")
     log(f"tutorial: {args.tutorial_rows:,} rows one at a time")
     res["tutorial"] = tutorial(args.model, source, args.tutorial_rows)
-    log(f"tutorial: {res['tutorial']['reviews_per_s']:,.1f} reviews/s, peak {res['tutorial']['peak_rss_mb']:,.0f} MB")
+    log(f"tutorial: {res['tutorial']['reviews_per_s']:,.1f} reviews/s, peak "
+        f"{res['tutorial']['peak_rss_mb']:,.0f} MB")
     command = "python bench/predict.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(res, command.strip())
     print(text)

@@ -128,9 +128,9 @@ def test_resume_after_an_interruption_scores_no_row_twice(tmp_path, tiny_model_d
     message = capsys.readouterr().err
     assert "Interrupted: 21 rows" in message and "--resume" in message and "--chunk_rows 7" in message
     assert read_output(out)["id"].tolist() == [str(i) for i in range(21)]  # a valid file up to there
-    # A kill in the middle of writing the next chunk leaves a partial line past the recorded length.
+    # A kill in the middle of writing the next chunk leaves part of it past the recorded length.
     with open(out, "ab") as f:
-        f.write(b'21,"half a ro')
+        f.write(b'21,"half a chunk' + b"." * 100_000)
     def score_once(classifier, texts, progress=None):
         scored.extend(texts)
         return real_score(classifier, texts, progress)
