@@ -319,19 +319,19 @@ def progress_path(output: Path) -> Path:
 
 @dataclass
 class Progress:
-    """The progress file: what a resumed run must match, and where it goes on from."""
+    """The progress file: the job a resumed run must match, and where it goes on from."""
 
-    input: dict  # path, size, mtime_ns: resuming from another file would mix two inputs in one output
-    text_columns: list
+    job: dict  # see job(): resuming with another input or model would mix two jobs in one output
     chunk_rows: int
     chunks: int = 0  # input chunks done
     bytes: int = 0  # valid length of the output
     counts: dict = field(default_factory=dict)
 
-    @staticmethod
-    def fingerprint(path: Path) -> dict:
-        stat = path.stat()
-        return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+def job(args: argparse.Namespace, source: Path, text_columns: list[str]) -> dict:
+    stat = source.stat()
+    return {"input": str(source.resolve()), "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns,
+            "text_columns": text_columns, "model": str(Path(args.model).resolve()), "runtime": args.runtime}
 
 
 class Output:
@@ -367,16 +367,17 @@ class Output:
 def start(args: argparse.Namespace, source: Path, output: Path, text_columns: list[str]) -> Progress:
     """A fresh Progress, or the interrupted run's when resuming (after checking it is the same job)."""
     sidecar = progress_path(output)
-    fingerprint = Progress.fingerprint(source)
+    this_job = job(args, source, text_columns)
     if args.resume and sidecar.is_file() and output.is_file():
         try:
             saved = Progress(**json.loads(sidecar.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError):
+            changed = [k for k, v in this_job.items() if saved.job.get(k) != v]
+        except (OSError, ValueError, TypeError, AttributeError):
             raise UserError(f"{sidecar} is unreadable; start again with --overwrite.") from None
-        if saved.input != fingerprint or saved.text_columns != text_columns:
-            raise UserError(f"{output} was begun from another input or other text columns "
-                            f"({saved.input.get('path')}, {','.join(saved.text_columns)}); "
-                            f"start again with --overwrite.")
+        if changed:
+            was = ", ".join(f"{k} {saved.job.get(k)}" for k in changed)
+            raise UserError(f"{output} was begun with another {', '.join(changed)} ({was}); "
+                            f"resume with the same, or start again with --overwrite.")
         if output.stat().st_size < saved.bytes:
             raise UserError(f"{output} is shorter than {sidecar.name} says; start again with --overwrite.")
         return saved
@@ -386,7 +387,7 @@ def start(args: argparse.Namespace, source: Path, output: Path, text_columns: li
                             f"interrupted run (a finished one removes it). Use --overwrite to score again.")
         raise UserError(f"{output} exists. Add --resume to continue an interrupted run, "
                         f"or --overwrite to replace it.")
-    return Progress(input=fingerprint, text_columns=text_columns, chunk_rows=args.chunk_rows)
+    return Progress(job=this_job, chunk_rows=args.chunk_rows)
 
 
 def resume_command(argv: list[str]) -> str:
@@ -462,8 +463,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="exported model folder or Lightning .ckpt")
     parser.add_argument("--base-model", "--base_model", dest="base_model",
                         help="base model name or folder, for a .ckpt that carries no config/tokenizer")
-    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
-                        help=f"{HELP} (default: {DEFAULT_RUNTIME})")
+    parser.add_argument("--runtime", choices=RUNTIMES,
+                        default=os.environ.get("NSMC_RUNTIME", DEFAULT_RUNTIME),
+                        help=f"{HELP} (default: $NSMC_RUNTIME, else {DEFAULT_RUNTIME}, as for app.py)")
     parser.add_argument("--text_column_names", "--text-column-names", default=DEFAULT_COLUMN,
                         help=f"the text column(s), comma-separated, joined with a space (default: "
                              f"{DEFAULT_COLUMN}); for a plain .txt, its one column's name in the output")

@@ -142,6 +142,19 @@ def test_resume_after_an_interruption_scores_no_row_twice(tmp_path, tiny_model_d
     assert f"Wrote {len(reviews)} rows" in capsys.readouterr().out
 
 
+def test_resume_refuses_another_job(tmp_path, tiny_model_dir, reviews, monkeypatch):
+    src = write(tmp_path / "in.csv", as_csv([{"document": r} for r in reviews]))
+    out = tmp_path / "out.csv"
+    monkeypatch.setattr(predict, "score", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert run(tiny_model_dir, src, out) == 130
+    before = out.read_bytes()
+    message = run(tiny_model_dir, src, out, "--resume", "--runtime", "onnx")
+    assert "out.csv was begun with another runtime (runtime torch)" in message
+    write(src, as_csv([{"document": r} for r in reviews[:5]]))  # the input changed
+    assert "was begun with another input_size" in run(tiny_model_dir, src, out, "--resume")
+    assert out.read_bytes() == before
+
+
 def test_ctrl_c_leaves_a_valid_partial_output_and_says_how_to_resume(tmp_path, tiny_model_dir, reviews):
     """The real signal, in a child process: stopped after its first chunks, resumed to the end."""
     rows = [{"id": str(i), "document": reviews[i % len(reviews)]} for i in range(600)]
