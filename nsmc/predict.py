@@ -56,6 +56,7 @@ CHUNK_ROWS = 10_000  # rows read, scored and appended at once: a kill loses at m
 SLICE_ROWS = 1_024  # rows a predict_proba call: the bar moves, and Ctrl-C is answered, within one slice
 DECIMALS = 6  # enough to rank a million rows; a float's full repr would double the output's size
 MAX_EXAMPLES = 5  # bad rows named by line number in the summary
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MAX_FIELD = 1 << 20  # a stray quote makes csv swallow lines up to the next quote: at most this many chars
 
 
@@ -92,9 +93,12 @@ def _cell_text(value) -> str:
 
 
 def joined_texts(frame: pd.DataFrame, text_columns: list[str]) -> list[str]:
-    """The text of each row: its text columns joined with a space (as training joins them)."""
+    """The text of each row: its non-blank text columns, stripped, joined with a space (as training
+    joins them)."""
     parts = [frame[c].map(_cell_text) for c in text_columns]
-    return [" ".join(p) for p in zip(*parts)] if len(parts) > 1 else list(parts[0])
+    if len(parts) == 1:
+        return [p.strip() for p in parts[0]]
+    return [" ".join(t for t in map(str.strip, row) if t) for row in zip(*parts)]
 
 
 def scored_frame(frame: pd.DataFrame, texts: list[str], probs: np.ndarray,
@@ -294,14 +298,21 @@ def encode(frame: pd.DataFrame, fmt: str, gz: bool, header: bool = False) -> byt
 
 @contextlib.contextmanager
 def _uninterrupted():
-    """Ctrl-C and SIGTERM wait until a chunk and its progress record are both written."""
-    block = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if block else None
+    """Ctrl-C and SIGTERM wait until a chunk and its progress record are both written, then interrupt.
+    Python handlers, not a signal mask: the mask is per thread, and any of torch's, ONNX Runtime's or the
+    tokenizer's threads may take the signal and have the main thread raise at its next instruction."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in HELD_SIGNALS}
     try:
         yield
     finally:
-        if block:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 def _write_json_atomic(path: Path, value: dict) -> None:
