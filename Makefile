@@ -17,7 +17,8 @@ $(VENV)/.app: requirements.txt | $(VENV)/bin/python
 
 $(VENV)/.train: requirements.txt requirements-train.txt | $(VENV)/bin/python
 	$(PY) -m pip install -q -r requirements-train.txt
-	# Korpora (online NSMC download) without its 2018 `dataclasses` backport, which shadows the stdlib.
+	# Korpora (online NSMC download) without its 2018 `dataclasses` backport, which shadows the stdlib;
+	# its other dependencies are in requirements-train.txt.
 	$(PY) -m pip install -q --no-deps Korpora==0.2.0
 	touch $@ $(VENV)/.app
 

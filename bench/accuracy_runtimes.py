@@ -5,8 +5,8 @@ Usage (from the project root; not part of the test run):
     .venv/bin/python bench/accuracy_runtimes.py --model models/nsmc-small            # whole test split (50k)
     .venv/bin/python bench/accuracy_runtimes.py --model runs/X/export --limit 2000 --no-write
 
-Every runtime goes through the app's path (nsmc.inference.SentimentClassifier.predict_proba, batches of
-32 sorted by length). The rule from the issue: a faster runtime may become the default only if its
+Every runtime goes through the app's path (nsmc.inference.TextClassifier.predict_proba: its batcher cuts
+the texts into passes of up to 32 sorted by length). The rule from the issue: a faster runtime may become the default only if its
 accuracy is at most 0.2 points below fp32's. Writes a `## Runtime accuracy` section to bench/RESULTS.md
 (other sections are kept) and the raw numbers to .cache/bench/accuracy-*.json.
 """
@@ -39,9 +39,6 @@ def main(argv=None) -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     from nsmc.corpus import LABELS, read_ratings
-    from nsmc.inference import set_threads
-
-    set_threads()
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file() and not model_dir.is_file():
         sys.exit(f"No model at {model_dir}: pass --model DIR (an exported model folder).")

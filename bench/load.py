@@ -1,11 +1,11 @@
 """A bounded load test of app.py: concurrent clients, a mix of good and bad requests, server memory.
 
 Usage:
-    python bench/load.py --model models/nsmc-small                 # both APIs: 16 clients, 60 s, then on to 10,000 requests
+    python bench/load.py --model models/nsmc-small   # both APIs: 16 clients, 60 s, then up to 10,000 requests
     python bench/load.py --model DIR --api json --clients 16 --seconds 60 --requests 10000 --no-write
-    python bench/load.py --model .cache/bench/kcbert-base-random --requests 0 --warmup 300
-        # the kcbert-base architecture with random weights (bench/speed.py builds it): the same compute
-        # per review as kcbert-base, so it shows the serving layer's share with a model that size
+    python bench/load.py --model .cache/bench/kcbert-base --requests 0 --warmup 300
+        # kcbert-base's architecture and vocabulary with random weights (bench/speed.py builds it from
+        # ../shared/kcbert-base): its compute per review, so it shows the serving layer's share at that size
 
 For each API (--api both: Gradio's, then the JSON one), starts `python app.py --model DIR` on
 127.0.0.1 (offline) and warms it up with --warmup requests from all clients at once. Then N client
@@ -35,22 +35,32 @@ import json
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-from speed import DATA, RESULTS, machine, write_section  # noqa: E402  (one way to rewrite a section of RESULTS.md)
-QUEUE_BATCH = 16  # app.py's MAX_BATCH: single reviews arriving together share one forward pass
-BAD_INPUTS = ["", "   \n\t", "정말 " * 50_000, "\udc00 깨진 \ud800", "<script>alert(1)</script> 최고", 12345, None]
+from app_server import free_port, running_app  # noqa: E402  (the launcher the tests use too)
+from speed import DATA, RESULTS, machine, write_section  # noqa: E402  (one writer of RESULTS.md sections)
+
+QUEUE_BATCH = 16  # a batch size to compare with: the model alone on batches of 16 reviews
+BAD_INPUTS = [
+    "",
+    "   \n\t",
+    "정말 " * 50_000,
+    "\udc00 깨진 \ud800",
+    "<script>alert(1)</script> 최고",
+    12345,
+    None,
+]
 
 
 def reviews(limit: int = 5000) -> list[str]:
@@ -60,12 +70,6 @@ def reviews(limit: int = 5000) -> list[str]:
         if path.exists():
             return read_ratings(path).documents[:limit]
     raise SystemExit("no NSMC test file found")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Connection:
@@ -97,7 +101,11 @@ class GradioApi(Connection):
         self.session = uuid.uuid4().hex
 
     def call(self, api: str, *data) -> tuple[str, object]:
-        status, body = self.request("POST", f"/gradio_api/call/{api}", json.dumps({"data": list(data), "session_hash": self.session}).encode())
+        status, body = self.request(
+            "POST",
+            f"/gradio_api/call/{api}",
+            json.dumps({"data": list(data), "session_hash": self.session}).encode(),
+        )
         if status != 200:
             return "http", f"{status} {body[:200]}"
         status, stream = self.request("GET", f"/gradio_api/call/{api}/{json.loads(body)['event_id']}")
@@ -115,8 +123,11 @@ class GradioApi(Connection):
 
     def batch(self, values: list) -> tuple[bool, str]:
         event, out = self.call("predict_batch", values)
-        ok = (event == "complete" and len(out[0]) == len(values)
-              and all(abs(row["negative"] + row["positive"] - 1) < 1e-3 for row in out[0]))
+        ok = (
+            event == "complete"
+            and len(out[0]) == len(values)
+            and all(abs(row["negative"] + row["positive"] - 1) < 1e-3 for row in out[0])
+        )
         return ok, "" if ok else f"{event}: {str(out)[:200]}"
 
 
@@ -129,8 +140,14 @@ class JsonApi(Connection):
             preds = json.loads(body)["predictions"] if status == 200 else None
         except (ValueError, KeyError):
             preds = None
-        ok = preds is not None and len(preds) == n and all(
-            p["label"] is None if p["scores"] is None else abs(sum(p["scores"].values()) - 1) < 1e-3 for p in preds)
+        ok = (
+            preds is not None
+            and len(preds) == n
+            and all(
+                p["label"] is None if p["scores"] is None else abs(sum(p["scores"].values()) - 1) < 1e-3
+                for p in preds
+            )
+        )
         return ok, "" if ok else f"{status}: {body[:200]}"
 
     def single(self, value) -> tuple[bool, str]:
@@ -141,8 +158,10 @@ class JsonApi(Connection):
 
 
 APIS = {"gradio": GradioApi, "json": JsonApi}
-ROUTES = {"gradio": "Gradio's API (`POST /gradio_api/call/<name>`, then its event stream; one Gradio session per client)",
-          "json": "the JSON API (`POST /api/predict`, one answer)"}
+ROUTES = {
+    "gradio": "Gradio's API (`POST /gradio_api/call/<name>`, then its event stream; a session a client)",
+    "json": "the JSON API (`POST /api/predict`, one answer)",
+}
 
 
 def valid_label(value) -> bool:
@@ -176,7 +195,9 @@ def server_rss(pid: int) -> int:
     return proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
 
 
-def run_load(api: type, port: int, pid: int, texts: list[str], clients: int, seconds: float, total: int, seed: int) -> dict:
+def run_load(
+    api: type, port: int, pid: int, texts: list[str], clients: int, seconds: float, total: int, seed: int
+) -> dict:
     lock = threading.Lock()
     latencies: dict[str, list[float]] = {"single": [], "batch": [], "bad": []}
     errors: list[str] = []
@@ -191,7 +212,9 @@ def run_load(api: type, port: int, pid: int, texts: list[str], clients: int, sec
             t0 = time.perf_counter()
             try:
                 kind, ok, n, detail = one_request(conn, rng, texts)
-            except Exception as e:  # a dropped connection or a timeout is an error too, not a crash of the bench
+            except (
+                Exception
+            ) as e:  # a dropped connection or a timeout is an error too, not a crash of the bench
                 kind, ok, n, detail = "error", False, 0, f"{type(e).__name__}: {e}"
             dt = time.perf_counter() - t0
             with lock:
@@ -222,10 +245,20 @@ def run_load(api: type, port: int, pid: int, texts: list[str], clients: int, sec
     elapsed = time.perf_counter() - start
     every = [x for v in latencies.values() for x in v]
     return dict(
-        requests=counts["requests"], reviews=counts["reviews"], seconds=elapsed, window=window, errors=errors,
-        p50=float(np.percentile(every, 50)), p99=float(np.percentile(every, 99)),
-        by_kind={k: (len(v), float(np.percentile(v, 50)), float(np.percentile(v, 99))) for k, v in latencies.items() if v},
-        rss_after=server_rss(pid), rss_trace=trace[:: max(1, len(trace) // 12)],
+        requests=counts["requests"],
+        reviews=counts["reviews"],
+        seconds=elapsed,
+        window=window,
+        errors=errors,
+        p50=float(np.percentile(every, 50)),
+        p99=float(np.percentile(every, 99)),
+        by_kind={
+            k: (len(v), float(np.percentile(v, 50)), float(np.percentile(v, 99)))
+            for k, v in latencies.items()
+            if v
+        },
+        rss_after=server_rss(pid),
+        rss_trace=trace[:: max(1, len(trace) // 12)],
     )
 
 
@@ -235,8 +268,7 @@ def model_alone(model: str, seconds: float, seed: int) -> dict:
     (one per core for ONNX). Two workloads, in alternating rounds:
     `same`: the load's own request mix, drawn by the same generator, each caller sending one request
     after another through the calls the app's handlers make (the serving layer's cost is the gap);
-    `batch16`: test reviews in batches of 16, the most Gradio's queue merges (the JSON API merges up
-    to 32; the model's rate barely differs between the two sizes).
+    `batch16`: test reviews in batches of 16 (the model's rate barely differs between 16 and 32).
     Each figure is the median over rounds, in reviews/s."""
     code = f"""
 import json, sys
@@ -249,10 +281,9 @@ print(json.dumps(alone({model!r}, {seconds!r}, {seed!r})))
 
 
 def alone(model: str, seconds: float, seed: int, rounds: int = 4) -> dict:
-    from nsmc.inference import SentimentClassifier, as_text, set_threads
+    from nsmc.inference import TextClassifier, as_text
 
-    set_threads()
-    clf = SentimentClassifier.load(model, log=lambda *a: None)
+    clf = TextClassifier.load(model, log=lambda *a: None)
     texts = reviews()
     sixteens = [texts[i : i + QUEUE_BATCH] for i in range(0, len(texts), QUEUE_BATCH)]
 
@@ -263,7 +294,7 @@ def alone(model: str, seconds: float, seed: int, rounds: int = 4) -> dict:
         return len(clf.predict([as_text(value)]))
 
     def batch16(rng: random.Random) -> int:
-        return len(clf.predict_proba(rng.choice(sixteens), batch_size=QUEUE_BATCH))
+        return len(clf.predict_proba(rng.choice(sixteens)))
 
     def rate(step, callers: int) -> float:
         counts, end = [0] * callers, time.perf_counter() + seconds / rounds / 2
@@ -292,69 +323,28 @@ def alone(model: str, seconds: float, seed: int, rounds: int = 4) -> dict:
 
 def env() -> dict:
     """Offline, and without the caller's MODEL_DIR or GRADIO_AUTH (a login would make every request a 401)."""
-    keep = {k: v for k, v in os.environ.items() if k not in ("MODEL_DIR", "GRADIO_AUTH")}
-    return {**keep, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-            "TOKENIZERS_PARALLELISM": "false"}
+    from app_server import app_env
+
+    return app_env()
 
 
-NO_MODEL = """
-import runpy, sys
-import numpy as np
-sys.path.insert(0, {root!r})
-from nsmc.inference import SentimentClassifier
-# Forward passes replaced by a constant answer: what is left is the serving layer (and tokenizing).
-SentimentClassifier.probs_of_ids = lambda self, ids, batch_size=0: np.full((len(ids), 2), 0.5, np.float32)
-runpy.run_path({app!r}, run_name="__main__")
-"""
-
-
-def start_server(model: str, port: int, no_model: bool = False) -> subprocess.Popen:
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-load-{port}.log"
-    app = ["-c", NO_MODEL.format(root=str(ROOT), app=str(ROOT / "app.py"))] if no_model else [str(ROOT / "app.py")]
-    with open(log, "w") as out:  # the child keeps its own copy of the file descriptor
-        proc = subprocess.Popen([sys.executable, *app, "--model", model, "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=ROOT, env=env(), stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"app.py exited:\n{log.read_text()[-2000:]}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/gradio_api/info")
-            if conn.getresponse().status == 200:
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("app.py did not start within 120 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def log_file() -> Path:
+    return Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-load-{free_port()}.log"
 
 
 def serving_alone(api: type, model: str, texts: list[str], clients: int, seconds: float, seed: int) -> dict:
     """The same clients and mix against app.py with the model's forward passes replaced by a
     constant: the requests/s the serving layer itself allows on these cores, whatever the model."""
-    port = free_port()
-    proc = start_server(model, port, no_model=True)
-    try:
+    with running_app(model, log_file(), no_model=True) as (url, proc):
+        port = urlparse(url).port
         run_load(api, port, proc.pid, texts, clients, 0, 200, seed - 2000)  # warm-up
         return run_load(api, port, proc.pid, texts, clients, seconds, 0, seed)
-    finally:
-        stop_server(proc)
 
 
 def serve(api: type, args: argparse.Namespace, texts: list[str]) -> dict:
     """One API under load: a fresh server, a warm-up, the measured run, and memory all along."""
-    port = free_port()
-    proc = start_server(args.model, port)
-    try:
+    with running_app(args.model, log_file()) as (url, proc):
+        port = urlparse(url).port
         rss_started = server_rss(proc.pid)
         # Warm-up at full concurrency: the worker threads, their allocator arenas and the session
         # store fill up once; growth after that is what a long-running server would show.
@@ -362,21 +352,27 @@ def serve(api: type, args: argparse.Namespace, texts: list[str]) -> dict:
         rss_before = server_rss(proc.pid)
         load_before = os.getloadavg()[0]
         result = run_load(api, port, proc.pid, texts, args.clients, args.seconds, args.requests, args.seed)
-    finally:
-        stop_server(proc)
     ceiling = serving_alone(api, args.model, texts, args.clients, 20, args.seed)
-    return result | dict(rss_started=rss_started, rss_before=rss_before, load_before=load_before,
-                         served=result["reviews"] / result["seconds"],
-                         ceiling_rps=ceiling["requests"] / ceiling["seconds"])
+    return result | dict(
+        rss_started=rss_started,
+        rss_before=rss_before,
+        load_before=load_before,
+        served=result["reviews"] / result["seconds"],
+        ceiling_rps=ceiling["requests"] / ceiling["seconds"],
+    )
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=str(ROOT / "models" / "nsmc-small"))
     parser.add_argument("--api", choices=["both", *APIS], default="both", help="which API the clients call")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--requests", type=int, default=10_000, help="keep going after --seconds until this many")
+    parser.add_argument(
+        "--requests", type=int, default=10_000, help="keep going after --seconds until this many"
+    )
     parser.add_argument("--warmup", type=int, default=1000, help="requests before memory is first measured")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
@@ -397,37 +393,79 @@ def main(argv=None) -> None:
     lines = [
         f"## Load: {Path(args.model).name}",
         "",
-        f"`python bench/load.py --model {model} --api {args.api} --clients {args.clients} --seconds {args.seconds:g} "
-        f"--requests {args.requests} --warmup {args.warmup}` on this machine: {cpu['cores']} usable CPU cores "
-        f"({cpu['cpu']}), server and clients on the same cores. {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"`python bench/load.py --model {model} --api {args.api} --clients {args.clients} --seconds "
+        f"{args.seconds:g} "
+        f"--requests {args.requests} --warmup {args.warmup}` on this machine: {cpu['cores']} usable CPU "
+        "cores "
+        f"({cpu['cpu']}), server and clients on the same cores. "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        f"Mix: 70% single reviews (NSMC test reviews), 15% batches of 8-32 reviews, 15% bad inputs that must still be "
-        f"answered (empty, blank, 100,000 characters, lone surrogates, `<script>`, a number, null), from {args.clients} "
-        "clients, each one keep-alive connection calling " + "; or ".join(ROUTES[n] for n in names) + ". Each API gets "
+        "Mix: 70% single reviews (NSMC test reviews), 15% batches of 8-32 reviews, 15% bad inputs that "
+        "must still be "
+        "answered (empty, blank, 100,000 characters, lone surrogates, `<script>`, a number, null), from "
+        f"{args.clients} "
+        "clients, each one keep-alive connection calling "
+        + "; or ".join(ROUTES[n] for n in names)
+        + ". Each API gets "
         "a fresh server.",
         "",
         "| measure | " + " | ".join(f"{n} API" for n in names) + " | target |",
         "| --- | " + " | ".join("---" for _ in names) + " | --- |",
-        row(f"requests (first {args.seconds:g} s / all)", lambda r: f"{r['window'].get('requests', 0):,} / {r['requests']:,} in {r['seconds']:.0f} s"),
+        row(
+            f"requests (first {args.seconds:g} s / all)",
+            lambda r: f"{r['window'].get('requests', 0):,} / {r['requests']:,} in {r['seconds']:.0f} s",
+        ),
         row("requests/s", lambda r: f"{r['requests'] / r['seconds']:.1f}"),
         row("reviews/s served", lambda r: f"{r['served']:.1f}"),
         row("reviews/s, model alone, the same request mix (no server)", lambda r: f"{alone['same']:.1f}"),
-        row("**served / model alone on the same requests**", lambda r: f"**{r['served'] / alone['same']:.0%}**", "≥ 80%"),
-        row(f"reviews/s, model alone, batches of {QUEUE_BATCH} test reviews (Gradio's batch size)", lambda r: f"{alone['batch16']:.1f}"),
-        row(f"served / model alone in batches of {QUEUE_BATCH}", lambda r: f"{r['served'] / alone['batch16']:.0%}"),
-        row("requests/s with no model (forward passes replaced by a constant): the serving layer's ceiling here",
-            lambda r: f"{r['ceiling_rps']:.1f} ({1000 / r['ceiling_rps']:.1f} ms a request)"),
-        row("latency p50 / p99, all requests", lambda r: f"{r['p50'] * 1000:.0f} ms / {r['p99'] * 1000:.0f} ms"),
+        row(
+            "**served / model alone on the same requests**",
+            lambda r: f"**{r['served'] / alone['same']:.0%}**",
+            "≥ 80%",
+        ),
+        row(
+            f"reviews/s, model alone, batches of {QUEUE_BATCH} test reviews",
+            lambda r: f"{alone['batch16']:.1f}",
+        ),
+        row(
+            f"served / model alone in batches of {QUEUE_BATCH}",
+            lambda r: f"{r['served'] / alone['batch16']:.0%}",
+        ),
+        row(
+            "requests/s with no model (forward passes replaced by a constant): the serving layer's ceiling "
+            "here",
+            lambda r: f"{r['ceiling_rps']:.1f} ({1000 / r['ceiling_rps']:.1f} ms a request)",
+        ),
+        row(
+            "latency p50 / p99, all requests",
+            lambda r: f"{r['p50'] * 1000:.0f} ms / {r['p99'] * 1000:.0f} ms",
+        ),
     ]
     for kind in ("single", "batch", "bad", "error"):
         if any(kind in r["by_kind"] for r in runs.values()):
-            lines.append(row(f"latency p50 / p99, {kind}", lambda r: "-" if kind not in r["by_kind"] else
-                             "{1:.0f} ms / {2:.0f} ms ({0:,})".format(r["by_kind"][kind][0], *(1000 * x for x in r["by_kind"][kind][1:]))))
+            lines.append(
+                row(
+                    f"latency p50 / p99, {kind}",
+                    lambda r: (
+                        "-"
+                        if kind not in r["by_kind"]
+                        else "{1:.0f} ms / {2:.0f} ms ({0:,})".format(
+                            r["by_kind"][kind][0], *(1000 * x for x in r["by_kind"][kind][1:])
+                        )
+                    ),
+                )
+            )
     lines += [
         row("errors", lambda r: str(len(r["errors"])), "0"),
-        row(f"server memory (RSS): started → after {args.warmup:,} warm-up requests → after the run",
-            lambda r: f"{r['rss_started'] / 2**20:.0f} → {r['rss_before'] / 2**20:.0f} → {r['rss_after'] / 2**20:.0f} MiB "
-                      f"({r['rss_after'] / r['rss_before'] - 1:+.1%} after warm-up)", "< +10%"),
+        row(
+            f"server memory (RSS): started → after {args.warmup:,} warm-up requests → after the run",
+            lambda r: (
+                f"{r['rss_started'] / 2**20:.0f} → {r['rss_before'] / 2**20:.0f} → "
+                f"{r['rss_after'] / 2**20:.0f} MiB "
+                f"({r['rss_after'] / r['rss_before'] - 1:+.1%} after warm-up)"
+            ),
+            "< +10%",
+        ),
         row("1-minute load average after the warm-up (mostly its own)", lambda r: f"{r['load_before']:.1f}"),
         "",
     ]
@@ -435,13 +473,18 @@ def main(argv=None) -> None:
         trace = ", ".join(f"{n:,}: {rss / 2**20:.0f}" for n, rss in r["rss_trace"])
         lines += [f"Server RSS in MiB by requests answered, {name} API: {trace}.", ""]
     lines += [
-        f"The model alone ran with the server stopped, {alone['callers']} caller threads at once (one per forward pass "
+        f"The model alone ran with the server stopped, {alone['callers']} caller threads at once (one per "
+        "forward pass "
         "the runtime runs side by side), in rounds alternating the two ways "
         f"(same mix: {', '.join(f'{x:.0f}' for x in alone['runs']['same'])}; batches of {QUEUE_BATCH}: "
         f"{', '.join(f'{x:.0f}' for x in alone['runs']['batch16'])} reviews/s); it needs "
-        + ", ".join(f"{ms:.1f} ms of the cores per request of the {n} run's mix" for n, ms in per_request_ms.items())
-        + ". The gap between served and the same requests is what the serving layer costs: HTTP, JSON, the API's queue "
-        "(Gradio's queue and event stream, or the JSON API's batcher), and the Python that shares the cores with the "
+        + ", ".join(
+            f"{ms:.1f} ms of the cores per request of the {n} run's mix" for n, ms in per_request_ms.items()
+        )
+        + ". The gap between served and the same requests is what the serving layer costs: HTTP, JSON, the "
+          "API's queue "
+        "(Gradio's queue and event stream, or the JSON API's batcher), and the Python that shares the cores "
+        "with the "
         "model and the clients.",
         "",
     ]

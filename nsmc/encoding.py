@@ -40,7 +40,8 @@ class Encoded:
     def subset(self, index: np.ndarray) -> "Encoded":
         lengths = self.lengths()[index]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        ids = np.concatenate([self.ids[self.offsets[i] : self.offsets[i + 1]] for i in index]) if len(index) else self.ids[:0]
+        pieces = [self.ids[self.offsets[i] : self.offsets[i + 1]] for i in index]
+        ids = np.concatenate(pieces) if pieces else self.ids[:0]
         return Encoded(ids.astype(np.int32), offsets, self.labels[index])
 
 
@@ -49,15 +50,21 @@ def backend(tokenizer):
     return getattr(tokenizer, "backend_tokenizer", tokenizer)
 
 
+def truncating(tokenizer, max_length: int):
+    """A private copy of the Rust tokenizer, truncating to max_length and not padding (pad_batch pads)."""
+    tok = backend(tokenizer).__class__.from_str(backend(tokenizer).to_str())
+    tok.no_padding()
+    tok.enable_truncation(max_length)
+    return tok
+
+
 def encode(texts: list[str], tokenizer, max_length: int, labels=None, batch_size: int = 10_000) -> Encoded:
     """Tokenize with special tokens, truncated to max_length, unpadded.
 
     Calls the Rust tokenizer's `encode_batch` directly: about 2.5x faster than going through
     transformers' `__call__`, which builds Python dicts of lists for every review.
     """
-    tok = backend(tokenizer).__class__.from_str(backend(tokenizer).to_str())  # a copy: we change its settings
-    tok.no_padding()
-    tok.enable_truncation(max_length)
+    tok = truncating(tokenizer, max_length)
     chunks = []
     for start in range(0, len(texts), batch_size):
         chunks += [e.ids for e in tok.encode_batch(texts[start : start + batch_size])]
@@ -76,9 +83,13 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def cache_key(data_path: str | Path, tokenizer, max_length: int) -> str:
+def cache_key(data_path: str | Path, tokenizer, max_length: int, reading: dict | None = None) -> str:
+    """`reading`: how the file was read (columns, label order) when that is not NSMC's fixed layout."""
+    settings = {"format": CACHE_FORMAT, "max_length": max_length}
+    if reading:  # absent for NSMC, so caches written before it existed stay valid
+        settings["reading"] = reading
     h = hashlib.sha256()
-    h.update(json.dumps({"format": CACHE_FORMAT, "max_length": max_length}).encode())
+    h.update(json.dumps(settings).encode())
     h.update(backend(tokenizer).to_str().encode())
     h.update(file_digest(data_path).encode())
     return h.hexdigest()[:20]
@@ -113,7 +124,8 @@ def load_encoded(path: Path) -> Encoded | None:
         return None
 
 
-def pad_batch(sequences: list, pad_id: int, pad_to_multiple_of: int | None = None, max_length: int | None = None) -> dict[str, torch.Tensor]:
+def pad_batch(sequences: list, pad_id: int, pad_to_multiple_of: int | None = None,
+              max_length: int | None = None) -> dict[str, torch.Tensor]:
     """Right-pad to the longest sequence in the batch (not to a global max length)."""
     longest = max((len(s) for s in sequences), default=1) or 1
     if max_length is not None:  # fixed shapes, for XLA/TPU
@@ -129,26 +141,36 @@ def pad_batch(sequences: list, pad_id: int, pad_to_multiple_of: int | None = Non
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-def encode_file(path: str | Path, tokenizer, max_length: int, cache_dir: str | Path | None = None, log=print) -> Encoded:
-    """Encode a rating file (or a one-review-a-line file, labels -1), through the on-disk cache."""
-    from nsmc.corpus import read_lines, read_ratings
-
+def encode_cached(path: str | Path, tokenizer, max_length: int, read, cache_dir: str | Path | None = None,
+                  reading: dict | None = None, log=print) -> Encoded:
+    """Encode what `read()` returns (texts, labels or None, a one-line summary), through the disk cache."""
     path = Path(path)
-    cache = Path(cache_dir) / f"{path.name.split('.')[0]}-{cache_key(path, tokenizer, max_length)}.npz" if cache_dir else None
+    key = cache_key(path, tokenizer, max_length, reading)
+    cache = Path(cache_dir) / f"{path.name.split('.')[0]}-{key}.npz" if cache_dir else None
     if cache is not None and cache.exists():
         encoded = load_encoded(cache)
         if encoded is not None:
-            log(f"{path}: {len(encoded):,} reviews, encoded earlier ({cache})")
+            log(f"{path}: {len(encoded):,} texts, encoded earlier ({cache})")
             return encoded
         log(f"{cache} is damaged; encoding again")
-    if path.name.startswith("ratings_"):
-        ratings = read_ratings(path)
-        log(ratings.summary())
-        texts, labels = ratings.documents, ratings.labels
-    else:
-        texts, labels = read_lines(path), None
-        log(f"{path}: {len(texts):,} reviews")
+    texts, labels, summary = read()
+    log(summary)
     encoded = encode(texts, tokenizer, max_length, labels)
     if cache is not None:
         save_encoded(encoded, cache)
     return encoded
+
+
+def encode_file(path: str | Path, tokenizer, max_length: int, cache_dir: str | Path | None = None,
+                log=print) -> Encoded:
+    """Encode a rating file (or a one-review-a-line file, labels -1), through the on-disk cache."""
+    from nsmc.corpus import is_ratings, read_lines, read_ratings
+
+    def read():
+        if is_ratings(path):
+            ratings = read_ratings(path)
+            return ratings.documents, ratings.labels, ratings.summary()
+        texts = read_lines(path)
+        return texts, None, f"{path}: {len(texts):,} reviews"
+
+    return encode_cached(path, tokenizer, max_length, read, cache_dir, log=log)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 from pathlib import Path
 
 from nsmc.errors import UserError
 
 MAX_BYTES = 2 * 1024 * 1024  # 2 MB: ~15,000 NSMC-sized reviews, a few seconds of CPU for a small model
-MAX_ROWS = 5_000
+MAX_ROWS = 5_000  # texts a call, for every way in (upload, /predict_batch, the JSON API)
 COLUMN = "document"
 SUFFIXES = (".txt", ".csv", ".tsv")
 
@@ -39,7 +40,8 @@ def _column(text: str, delimiter: str, name: str, max_rows: int) -> list[str]:
         raise UserError(f"{name}: cannot parse the header row ({e}).") from None
     if COLUMN not in header:
         shown = ", ".join(header[:8]) or "(none)"
-        raise UserError(f"{name} has no '{COLUMN}' column (columns found: {shown}). Name the review column '{COLUMN}'.")
+        raise UserError(f"{name} has no '{COLUMN}' column (columns found: {shown}). "
+                        f"Name the review column '{COLUMN}'.")
     index = header.index(COLUMN)
     docs = []
     try:
@@ -52,15 +54,24 @@ def _column(text: str, delimiter: str, name: str, max_rows: int) -> list[str]:
     return docs
 
 
+def check_rows(n: int, max_rows: int = MAX_ROWS, what: str = "this call") -> None:
+    """The one check of the row limit."""
+    if n > max_rows:
+        raise UserError(f"{what} has more than {max_rows:,} reviews; the limit is {max_rows:,} a call. "
+                        "Split it.")
+
+
 def read_reviews(path: str | Path, max_bytes: int = MAX_BYTES, max_rows: int = MAX_ROWS) -> list[str]:
     """The reviews in an uploaded file, in order (blank ones kept, so rows line up with the file)."""
     path = Path(path)
     name = path.name
     if path.suffix.lower() not in SUFFIXES:
-        raise UserError(f"{name}: upload a .txt (one review a line), .csv or .tsv (with a '{COLUMN}' column).")
+        raise UserError(f"{name}: upload a .txt (one review a line), .csv or .tsv "
+                        f"(with a '{COLUMN}' column).")
     size = path.stat().st_size
     if size > max_bytes:
-        raise UserError(f"{name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. Split it into smaller files.")
+        raise UserError(f"{name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
+                        "Split it into smaller files.")
     data = path.read_bytes()
     if b"\x00" in data[:4096]:
         raise UserError(f"{name} looks like a binary file, not text.")
@@ -73,20 +84,25 @@ def read_reviews(path: str | Path, max_bytes: int = MAX_BYTES, max_rows: int = M
         reviews = _column(text, "\t" if path.suffix.lower() == ".tsv" else ",", name, max_rows)
     if not any(r.strip() for r in reviews):
         raise UserError(f"{name} holds no reviews.")
-    if len(reviews) > max_rows:
-        raise UserError(f"{name} has more than {max_rows:,} reviews; the limit is {max_rows:,} per file. Split it.")
+    check_rows(len(reviews), max_rows, name)
     return reviews
 
 
+FORMULA_START = tuple("=+-@|\t\r＝＋－＠")  # full-width forms too: some spreadsheets read them as ASCII
+
+
 def _defuse(value):
-    """A cell starting with = + - @ is run as a formula by spreadsheets (CSV injection); a leading
-    apostrophe makes it plain text."""
-    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+    """A cell starting with = + - @ (| for DDE in LibreOffice) is run as a formula by
+    spreadsheets (CSV injection), also after leading spaces; a leading apostrophe makes it plain text."""
+    if isinstance(value, str) and (value[:1] in FORMULA_START or value.lstrip()[:1] in FORMULA_START):
+        return "'" + value
+    return value
 
 
-def write_csv(rows: list[dict], path: str | Path) -> Path:
-    """UTF-8 with a byte-order mark, so Excel shows Hangul instead of mojibake."""
-    path = Path(path)
+def write_csv(rows: list[dict], folder: str | Path) -> Path:
+    """folder/<unique>/predictions.csv, in UTF-8 with a byte-order mark so that Excel shows Hangul."""
+    path = Path(folder) / uuid.uuid4().hex / "predictions.csv"
+    path.parent.mkdir(parents=True)
     rows = [{k: _defuse(v) for k, v in row.items()} for row in rows]
     with open(path, "w", encoding="utf-8-sig", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["document"])

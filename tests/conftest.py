@@ -25,7 +25,7 @@ atexit.register(shutil.rmtree, os.environ["NSMC_RUNTIME_CACHE"], ignore_errors=T
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # bench/app_server.py: the app launcher tests share
 
 TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
 
@@ -35,17 +35,18 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
-def make_tiny_model(out_dir: Path, tokenizer, seed: int = 0, **overrides) -> Path:
-    """A random 2-layer BERT classifier with readable labels, saved like an export."""
+def make_tiny_model(out_dir: Path, tokenizer, seed: int = 0, labels=None, **overrides) -> Path:
+    """A random 2-layer BERT classifier with readable labels (default NSMC's two), saved like an export."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
     from nsmc.corpus import LABELS
 
+    labels = list(labels or LABELS)
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=2,
-        id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)}, **{**TINY_BERT, **overrides},
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=len(labels),
+        id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)}, **{**TINY_BERT, **overrides},
     )
     BertForSequenceClassification(config).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

@@ -11,19 +11,38 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from concurrent.futures import Future
+
 from nsmc.api import BLANK, routes
-from nsmc.batcher import Batcher
-from nsmc.inference import MAX_CHARS, SentimentClassifier
+from nsmc.batcher import Busy
+from nsmc.inference import MAX_CHARS, TextClassifier
 
 
 @pytest.fixture(scope="module")
 def clf(tiny_model_dir):
-    return SentimentClassifier.load(tiny_model_dir, runtime="torch")
+    return TextClassifier.load(tiny_model_dir, runtime="torch")
 
 
-def client_for(clf, score=None, auth=None, **limits) -> TestClient:
-    batcher = Batcher(score or clf.predict_proba, workers=1)
-    return TestClient(Starlette(routes=routes(clf, batcher, auth, **limits)))
+class Failing:
+    """The classifier, except that `submit` fails the way `fail(texts)` says (or passes through)."""
+
+    def __init__(self, clf, fail):
+        self.clf, self.fail = clf, fail
+        self.name, self.runtime, self.label_names = clf.name, clf.runtime, clf.label_names
+
+    def submit(self, texts):
+        error = self.fail(texts)
+        if error is None:
+            return self.clf.submit(texts)
+        if isinstance(error, Busy):
+            raise error
+        future = Future()
+        future.set_exception(error)
+        return future
+
+
+def client_for(clf, auth=None, **limits) -> TestClient:
+    return TestClient(Starlette(routes=routes(clf, auth, **limits)))
 
 
 @pytest.fixture(scope="module")
@@ -96,19 +115,15 @@ def test_limits_on_rows_and_bytes(clf):
 
 
 def test_busy_server_says_retry_later(clf):
-    batcher = Batcher(clf.predict_proba, workers=1, max_waiting=0)  # every request finds the queue full
-    r = TestClient(Starlette(routes=routes(clf, batcher))).post("/api/predict", json={"text": "x"})
+    full = Failing(clf, lambda texts: Busy("The server is busy (256 requests waiting): try again."))
+    r = client_for(full).post("/api/predict", json={"text": "x"})
     assert r.status_code == 503
     assert r.headers["retry-after"] == "1" and "busy" in r.json()["error"]
 
 
 def test_a_model_failure_is_a_500_with_a_message_and_the_api_goes_on(clf):
-    def flaky(texts):
-        if "boom" in texts:
-            raise RuntimeError("the runtime broke")
-        return clf.predict_proba(texts)
-
-    client = client_for(clf, score=flaky)
+    broken = RuntimeError("the runtime broke")
+    client = client_for(Failing(clf, lambda texts: broken if "boom" in texts else None))
     r = client.post("/api/predict", json={"text": "boom"})
     assert r.status_code == 500 and "could not score" in r.json()["error"]
     assert client.post("/api/predict", json={"text": "괜찮다"}).status_code == 200
@@ -132,7 +147,8 @@ def test_login_is_required_when_the_app_has_one(clf):
 
 def test_health_names_the_model(client, clf):
     body = client.get("/api/health").json()
-    assert body == {"status": "ok", "model": clf.name, "runtime": clf.runtime.name, "labels": ["negative", "positive"]}
+    assert body == {"status": "ok", "model": clf.name, "runtime": clf.runtime.name,
+                    "labels": ["negative", "positive"]}
 
 
 json_values = st.recursive(

@@ -151,7 +151,7 @@ def test_eight_concurrent_clients(server):
 
 @pytest.fixture(scope="module")
 def failed_starts(tiny_model_dir, tmp_path_factory):
-    """Three starts that must fail, and one import of app.py, run side by side (each pays the Gradio import)."""
+    """Three starts that must fail, and one import of app.py, side by side (each pays the Gradio import)."""
     tmp = tmp_path_factory.mktemp("fail")
     # A copy of app.py in an empty folder: its default models/nsmc-small/ cannot exist there.
     (tmp / "app.py").write_text((ROOT / "app.py").read_text(encoding="utf-8"), encoding="utf-8")
@@ -162,7 +162,7 @@ def failed_starts(tiny_model_dir, tmp_path_factory):
         # Imported the way `gradio app.py` and Spaces tooling do; MODEL_DIR picks the model.
         "import": (["-c", "import sys, app; print(app.classifier.name, sorted(m for m in sys.modules "
                           "if m.split('.')[0] in ('lightning', 'pytorch_lightning', 'train')))"],
-                   ROOT, {"MODEL_DIR": str(tiny_model_dir)}),
+                   ROOT, {"MODEL_DIR": str(tiny_model_dir), "NSMC_RUNTIME": "torch"}),
     }
     procs = {
         name: subprocess.Popen([sys.executable, *argv], cwd=cwd, env=app_env(**env), stdout=subprocess.PIPE,
@@ -196,7 +196,7 @@ def test_bad_auth_value_is_refused(failed_starts):
 def test_import_loads_model_from_env_without_lightning(failed_starts, tiny_model_dir):
     rc, out = failed_starts["import"]
     assert rc == 0, out
-    assert out.split() == [tiny_model_dir.name, "[]"]  # the MODEL_DIR model, and no Lightning or train/ modules
+    assert out.split() == [tiny_model_dir.name, "[]"]  # the MODEL_DIR model; no Lightning or train/ modules
 
 
 def test_json_api_beside_gradio_agrees_with_it(server, client):
@@ -220,7 +220,73 @@ def test_json_api_beside_gradio_agrees_with_it(server, client):
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda t: post({"text": t})["predictions"][0], texts))
     together = post({"texts": texts})["predictions"]
-    assert [a["scores"]["positive"] for a in answers] == pytest.approx([t["scores"]["positive"] for t in together], abs=1e-3)
+    expected = [t["scores"]["positive"] for t in together]
+    assert [a["scores"]["positive"] for a in answers] == pytest.approx(expected, abs=1e-3)
     assert post({"texts": ["", None]})["predictions"][0]["label"] is None
     with urllib.request.urlopen(server[0] + "api/health", timeout=10) as r:
         assert json.loads(r.read())["status"] == "ok"
+
+
+def page_config(url: str) -> dict:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url + "config", timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_an_nsmc_model_gets_the_korean_sentiment_page(server):
+    config = page_config(server[0])
+    assert config["title"] == "NSMC 영화 리뷰 감정 분석"
+    assert "액션이 없는데도 재미 있는 몇안되는 영화" in json_text(config)
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+@pytest.fixture(scope="module")
+def three_label_app(tmp_path_factory, tiny_tokenizer):
+    """app.py serving a three-label model whose folder has a card and examples.json."""
+    import json
+
+    from app_server import running_app
+    from conftest import make_tiny_model
+
+    folder = make_tiny_model(tmp_path_factory.mktemp("three") / "export", tiny_tokenizer,
+                             labels=["sad", "calm", "happy"])
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n# Moods of Korean diaries\n", encoding="utf-8")
+    (folder / "examples.json").write_text(json.dumps(["오늘은 기분이 좋다", 7, "비가 와서 우울하다"]), encoding="utf-8")
+    log = tmp_path_factory.mktemp("three-app") / "app.log"
+    with running_app(folder, log, "--runtime", "torch") as (url, _):  # the runtime is not under test here
+        yield url
+
+
+def test_a_three_label_model_serves_three_scores_everywhere(three_label_app, tmp_path):
+    import json
+    import urllib.request
+
+    from gradio_client import Client, handle_file
+
+    url, names = three_label_app, {"sad", "calm", "happy"}
+    client = Client(url, verbose=False)
+    page = client.predict("오늘은 기분이 좋다", api_name="/predict")
+    assert set(confidences(page)) == names and page["label"] in names
+    assert sum(confidences(page).values()) == pytest.approx(1.0, abs=1e-4)
+    [row] = client.predict(["오늘은 기분이 좋다"], api_name="/predict_batch")
+    assert set(row) == {"document", *names, "label", "truncated"} and row["label"] in names
+    src = tmp_path / "diary.txt"
+    src.write_text("좋다\n싫다\n", encoding="utf-8")
+    table, _ = client.predict(handle_file(str(src)), api_name="/predict_file")
+    assert table["headers"] == ["document", "sad", "calm", "happy", "label", "truncated"]
+    highlights, _ = client.predict("오늘은 기분이 좋다", api_name="/explain")
+    assert "".join(h["token"] for h in highlights) == "오늘은 기분이 좋다"
+    req = urllib.request.Request(url + "api/predict", data=json.dumps({"text": "좋다"}).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        [p] = json.loads(r.read())["predictions"]
+    assert set(p["scores"]) == names and p["label"] == max(p["scores"], key=p["scores"].get)
+    config = page_config(url)
+    assert config["title"] == "Moods of Korean diaries"  # from the model card
+    assert "비가 와서 우울하다" in json_text(config) and "액션이 없는데도" not in json_text(config)

@@ -80,3 +80,114 @@ def test_shared_data_row_counts():
     root = Path(__file__).parents[2] / "shared/data/nsmc"
     train, test = read_ratings(root / "ratings_train.txt.gz"), read_ratings(root / "ratings_test.txt.gz")
     assert (len(train), train.n_skipped, len(test), test.n_skipped) == (150_000, 0, 50_000, 0)
+
+
+# --- a user's own files (read_labelled, label_order, label_ids) ------------------------------------
+
+TOPICS = [("1", "김치찌개 국물이 진하다", "food"), ("2", "해운대 바다가 예뻤다", "travel"), ("3", "역전골이 터졌다", "sports")]
+
+
+def write_topics(path, fmt: str, rows=TOPICS, bom: bool = False):
+    """The rows in a format, with an extra column (id) and the columns in their own order."""
+    import csv as csv_module
+    import io
+    import json
+
+    if fmt in (".tsv", ".txt", ".csv"):
+        buf = io.StringIO()
+        writer = csv_module.writer(buf, delimiter="," if fmt == ".csv" else "\t", lineterminator="\n")
+        writer.writerow(["topic", "id", "sentence"])
+        writer.writerows([(label, id_, text) for id_, text, label in rows])
+        text = buf.getvalue()
+    else:
+        objects = [{"id": int(id_), "sentence": text, "topic": label} for id_, text, label in rows]
+        text = json.dumps(objects, ensure_ascii=False) if fmt == ".json" else "".join(
+            json.dumps(o, ensure_ascii=False) + "\n" for o in objects)
+    return write(path, ("\ufeff" if bom else "") + text, gz=path.name.endswith(".gz"))
+
+
+@pytest.mark.parametrize("name", ["d.tsv", "d.txt", "d.csv", "d.json", "d.jsonl", "d.csv.gz", "d.jsonl.gz"])
+@pytest.mark.parametrize("bom", [False, True])
+def test_every_format_reads_the_same_rows(tmp_path, name, bom):
+    from nsmc.corpus import read_labelled
+
+    fmt = "." + name.split(".")[1]
+    data = read_labelled(write_topics(tmp_path / name, fmt, bom=bom), ["sentence"], "topic")
+    assert data.texts == [t for _, t, _ in TOPICS] and data.labels == ["food", "travel", "sports"]
+
+
+def test_several_text_columns_are_joined_and_blank_rows_skipped(tmp_path):
+    from nsmc.corpus import read_labelled
+
+    path = write(tmp_path / "d.csv", 'title,body,label\n영화,"정말, 재밌다",1\n,지루함,0\n제목만,,0\n,,1\n빈 라벨,x,\n')
+    data = read_labelled(path, ["title", "body"], "label")
+    assert data.texts == ["영화 정말, 재밌다", "지루함", "제목만"] and data.labels == ["1", "0", "0"]
+    assert data.skipped == {"empty text": 1, "empty label": 1}
+    assert "3 rows; skipped 2 malformed rows (1 empty text, 1 empty label; e.g. row 4, row 5)" in data.summary()
+
+
+def test_labels_sorted_numbers_as_numbers_or_in_the_given_order():
+    from nsmc.corpus import label_order
+
+    assert label_order(["b", "a", "c", "a"]) == ["a", "b", "c"]
+    assert label_order(["10", "2", "1"]) == ["1", "2", "10"]
+    assert label_order(["b", "a"], ["b", "a"]) == ["b", "a"]
+    assert label_order(["0", "1"]) == ["0", "1"]
+    assert label_order(["0", "1"], ratings=True) == list(LABELS)  # NSMC's 0/1 keep their names
+    with pytest.raises(UserError, match="does not match the labels"):
+        label_order(["a", "b", "c"], ["a", "b"])
+    with pytest.raises(UserError, match="only one label"):
+        label_order(["a", "a"])
+
+
+def test_label_ids_name_an_unknown_label():
+    from nsmc.corpus import label_ids
+
+    assert label_ids(["sports", "food"], ["food", "sports"], "f") == [1, 0]
+    assert label_ids(["1", "negative"], list(LABELS), "f") == [1, 0]  # NSMC files write 0/1
+    with pytest.raises(UserError, match="'weather'.*known: food, sports"):
+        label_ids(["weather"], ["food", "sports"], "test.tsv")
+
+
+@pytest.mark.parametrize("name, text, needles", [
+    ("d.tsv", "id\tdocument\tlabel\n1\t좋다\t1\n", ["no column 'sentence'", "'id', 'document', 'label'"]),
+    ("d.tsv", "id,sentence,topic\n1,좋다,food\n", ["one column", "'id,sentence,topic'"]),
+    ("d.tsv", "", ["has no rows"]),
+    ("d.csv", "sentence,topic\n", ["has no rows"]),
+    ("d.json", '{"sentence": "좋다", "topic": "food"}', ["must hold a list of objects", "dict"]),
+    ("d.json", '["좋다", "싫다"]', ["must hold a list of objects"]),
+    ("d.json", '[{"sentence": "좋다", ', ["not valid JSON"]),
+    ("d.jsonl", '{"sentence": "a", "topic": 1}\n{"sentence": "b", "topic": "pos"}\n', ["mixes numbers and words", "'1'", "'pos'"]),
+    ("d.csv", "sentence,topic\na,\nb,\n", ["none of its 2 rows"]),
+    ("d.xlsx", "x", ["unknown format '.xlsx'"]),
+])
+def test_bad_files_are_one_clear_message(tmp_path, name, text, needles):
+    from nsmc.corpus import read_labelled
+
+    path = write(tmp_path / name, text)
+    with pytest.raises(UserError) as err:
+        read_labelled(path, ["sentence"], "topic")
+    for needle in needles:
+        assert needle in str(err.value)
+
+
+def test_a_huge_file_is_refused_by_its_size_before_reading(tmp_path):
+    from nsmc.corpus import read_labelled
+
+    path = tmp_path / "huge.csv"
+    with open(path, "wb") as f:
+        f.truncate(5 * 2**30)  # sparse: 5 GiB long, no disk used
+    with pytest.raises(UserError, match="5.0 GiB.*limit is 2 GiB"):
+        read_labelled(path, ["sentence"], "topic")
+
+
+@pytest.mark.parametrize("header", ["id,document,label", "document\tid\tlabel", "label\tdocument"])
+def test_a_rating_file_of_another_shape_names_expected_and_found(tmp_path, header):
+    from nsmc.corpus import check_header
+
+    path = write(tmp_path / "ratings_train.txt", header + "\n")
+    with pytest.raises(UserError, match="expected NSMC's tab-separated columns id, document, label") as err:
+        check_header(path)
+    assert repr(header) in str(err.value)
+    check_header(write(tmp_path / "ok.txt", "id\tdocument\tlabel\n"))  # NSMC's own header passes
+    check_header(write(tmp_path / "headerless.txt", "1\t좋다\t1\n"))

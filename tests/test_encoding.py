@@ -38,3 +38,39 @@ def test_pad_batch_pads_to_longest_only():
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert pad_batch([[2, 3]], 0, pad_to_multiple_of=8)["input_ids"].shape == (1, 8)
     assert pad_batch([[2, 3]], 0, max_length=128)["input_ids"].shape == (1, 128)  # fixed shapes for TPU
+
+
+SHARED_KCBERT = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "kcbert-base"
+
+
+def test_kcbert_tokenizer_from_vocab_txt_keeps_case_and_hangul(fixtures_dir):
+    """tests/fixtures/kcbert-tiny: kcbert's tokenizer settings and a slice of its vocab.txt (no tokenizer.json)."""
+    from nsmc.loading import load_tokenizer
+
+    tok = load_tokenizer(fixtures_dir / "kcbert-tiny")
+    assert not (fixtures_dir / "kcbert-tiny" / "tokenizer.json").exists()
+    assert tok.tokenize("ABC 영화가 정말 재밌었다ㅋㅋ") == ["A", "##BC", "영화", "##가", "정말", "재밌", "##었다", "##ㅋㅋ"]
+    enc = encode(["ABC 영화가 정말 재밌었다ㅋㅋ"], tok, 32)
+    assert tok.unk_token_id not in enc.ids.tolist()
+
+
+def test_kcbert_tiny_tokenizes_the_fixtures_as_the_full_kcbert_vocab(fixtures_dir):
+    import pytest
+
+    if not (SHARED_KCBERT / "vocab.txt").is_file():
+        pytest.skip("../shared/kcbert-base (kcbert's vocab.txt) not present")
+    from nsmc.corpus import read_ratings
+    from nsmc.loading import load_tokenizer
+
+    tiny, full = load_tokenizer(fixtures_dir / "kcbert-tiny"), load_tokenizer(SHARED_KCBERT)
+    texts = read_ratings(fixtures_dir / "ratings_test.txt").documents
+    assert [tiny.tokenize(t) for t in texts] == [full.tokenize(t) for t in texts]
+
+
+def test_a_rating_file_is_known_by_its_header_not_its_name(tmp_path, fixtures_dir, tiny_tokenizer):
+    renamed = tmp_path / "reviews.txt"
+    renamed.write_bytes((fixtures_dir / "ratings_test.txt").read_bytes())
+    assert set(encode_file(renamed, tiny_tokenizer, 32, log=lambda _: None).labels.tolist()) == {0, 1}
+    lines = tmp_path / "ratings_lines.txt"
+    lines.write_text("좋은 영화\n지루함\n", encoding="utf-8")
+    assert encode_file(lines, tiny_tokenizer, 32, log=lambda _: None).labels.tolist() == [-1, -1]

@@ -1,9 +1,8 @@
-"""nsmc.inference: probabilities, hostile inputs, dynamic padding, and occlusion attribution."""
+"""nsmc.inference: probabilities, labels, hostile inputs, result rows, and occlusion attribution."""
 
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_model
-from nsmc.inference import MAX_CHARS, SentimentClassifier, cap, passes
+from nsmc.inference import MAX_CHARS, TextClassifier, cap, rows
 from nsmc.loading import load_classifier
 from nsmc.runtime import Runtime
 
@@ -22,7 +21,7 @@ POS, NEG = "긍정 (positive)", "부정 (negative)"
 def clf(tiny_model_dir):
     # The exact fp32 path: int8 quantizes activations per batch, so batched and single rows would
     # differ by rounding (tests/test_runtime.py checks the other runtimes against this one).
-    return SentimentClassifier.load(tiny_model_dir, runtime="torch")
+    return TextClassifier.load(tiny_model_dir, runtime="torch")
 
 
 def test_loads_labels_and_metrics(clf):
@@ -66,7 +65,8 @@ def test_huge_input_is_capped_before_tokenizing(clf):
     assert clf.explain(text).truncated
 
 
-@pytest.mark.parametrize("text", ["😀🎬👍🏽", "\x00\x07\x1b[31m 좋다 \u200b\u202e", "\ud800 lone surrogate", "<script>alert(1)</script>", "ℌ𝔢𝔩𝔩𝔬 Ｆｕｌｌ"])
+@pytest.mark.parametrize("text", ["😀🎬👍🏽", "\x00\x07\x1b[31m 좋다 \u200b\u202e", "\ud800 lone surrogate",
+                                  "<script>alert(1)</script>", "ℌ𝔢𝔩𝔩𝔬 Ｆｕｌｌ"])
 def test_any_unicode(clf, text):
     (probs,) = clf.predict([text])
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
@@ -122,7 +122,7 @@ def test_attribution_ranks_the_deciding_word_first(tmp_path, tiny_tokenizer):
     # A whole word that is one token in the tiny vocabulary ("굿" = good), and fillers without it.
     trigger = next(w for w in ["굿", "짱", "꿀"] if tiny_tokenizer.tokenize(w) == [w])
     trigger_id = tiny_tokenizer.convert_tokens_to_ids(trigger)
-    clf = SentimentClassifier.load(_one_word_model(tmp_path / "m", tiny_tokenizer, trigger_id))
+    clf = TextClassifier.load(_one_word_model(tmp_path / "m", tiny_tokenizer, trigger_id), runtime="torch")
     fillers = "배우 들의 시간 이 너무 지루 하고 음악 은 별로".split()
     assert all(trigger_id not in clf.encode([w])[0] for w in fillers)
 
@@ -137,51 +137,53 @@ def test_attribution_ranks_the_deciding_word_first(tmp_path, tiny_tokenizer):
     assert dict(e.highlights)[trigger] == pytest.approx(1.0)
 
 
-# --- forward passes: grouping and concurrency -------------------------------------------------
+# --- labels, rows, and how passes run ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("lengths", [[10] * 15 + [128], [5, 40, 12, 7, 30, 128, 3], list(range(1, 100)), [7], []])
-def test_passes_cover_every_sequence_once_and_keep_padding_low(lengths):
-    groups = passes(lengths, batch_size=16)
-    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
-    for g in groups:
-        longest = max(lengths[i] for i in g)
-        assert len(g) <= 16
-        assert len(g) == 1 or len(g) * longest <= 2 * sum(lengths[i] for i in g)
+def test_any_labels_come_from_the_config_and_only_nsmcs_get_korean_names(tmp_path, tiny_tokenizer):
+    out = make_tiny_model(tmp_path / "three", tiny_tokenizer, labels=["sad", "calm", "happy"])
+    clf = TextClassifier.load(out, runtime="torch")
+    assert clf.label_names == clf.labels == ["sad", "calm", "happy"] and not clf.is_nsmc
+    assert clf.predict_proba(["좋다", "싫다"]).shape == (2, 3)
+    assert set(clf.predict(["좋다"])[0]) == {"sad", "calm", "happy"}
+    assert clf.explain("정말 좋다").label in ("sad", "calm", "happy")
 
 
-def test_a_long_review_gets_its_own_pass():
-    """One 128-token review among fifteen 10-token ones would make every row pad to 128."""
-    assert passes([10] * 15 + [128], batch_size=16) == [list(range(15)), [15]]
+def test_an_export_folder_is_named_after_its_run(tmp_path, tiny_tokenizer):
+    out = make_tiny_model(tmp_path / "my-run" / "export", tiny_tokenizer)
+    assert TextClassifier.load(out, runtime="torch").name == "my-run"
+
+
+def test_rows_give_a_column_per_label_and_empty_cells_for_blanks():
+    probs = np.array([[0.1, 0.2, 0.7], [0.5, 0.25, 0.25], [0.3, 0.3, 0.4]], dtype=np.float32)
+    out = rows(["좋다", "   ", "x" * (MAX_CHARS + 1)], probs, ["a", "b", "c"])
+    assert out[0] == {"document": "좋다", "a": 0.1, "b": 0.2, "c": 0.7, "label": "c", "truncated": False}
+    assert out[1] == {"document": "   ", "a": None, "b": None, "c": None, "label": "", "truncated": False}
+    assert out[2]["truncated"] is True and len(out[2]["document"]) == MAX_CHARS
 
 
 class CountingRuntime(Runtime):
-    """Records how many forward passes run at once."""
+    """Records how passes run: how many at once, and whether each was told it runs alone (wide)."""
 
     def __init__(self, streams: int):
-        self.streams, self.running, self.most = streams, 0, 0
-        self.lock = threading.Lock()
+        self.streams, self.wide = streams, []
+        self.both_inside = threading.Barrier(streams, timeout=10)
 
-    def logits(self, input_ids, attention_mask):
-        with self.lock:
-            self.running += 1
-            self.most = max(self.most, self.running)
-        time.sleep(0.02)
-        with self.lock:
-            self.running -= 1
+    def logits(self, input_ids, attention_mask, wide=False):
+        self.wide.append(wide)
+        if not wide:
+            self.both_inside.wait()  # passes with company: broken (an error) unless `streams` overlap
         return np.asarray(input_ids, dtype=np.float32)[:, :2]
 
 
-@pytest.mark.parametrize("streams", [1, 2])
-def test_forward_passes_at_once_never_exceed_the_runtimes_streams(tiny_model_dir, streams):
-    rt = CountingRuntime(streams)
-    c = SentimentClassifier(*load_classifier(tiny_model_dir), runtime=rt)
-    texts = [f"리뷰 {'아주 ' * (i % 7)}{i}" for i in range(40)]
-    with ThreadPoolExecutor(4) as pool:  # four callers, each with several passes
-        results = list(pool.map(lambda k: c.predict_proba(texts, batch_size=4), range(4)))
-    assert rt.most == streams  # used every stream, and never more
-    for r in results[1:]:
-        np.testing.assert_array_equal(r, results[0])
+def test_a_lone_request_runs_wide_and_concurrent_ones_side_by_side(tiny_model_dir):
+    rt = CountingRuntime(streams=2)
+    c = TextClassifier(*load_classifier(tiny_model_dir), runtime=rt)
+    c.predict_proba(["혼자 온 리뷰"])
+    assert rt.wide == [True]
+    texts = [f"리뷰 {i:02d}" for i in range(64)]  # one length: two chunks of 32, one per worker
+    assert c.predict_proba(texts).shape == (64, 2)
+    assert rt.wide[1:] == [False, False]
 
 
 def test_concurrent_callers_get_their_own_answers(clf):

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from nsmc.inference import MAX_CHARS, SentimentClassifier, cap, is_blank
+from nsmc.inference import MAX_CHARS, TextClassifier, cap, is_blank
 
 SETTINGS = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 40)), deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -29,8 +29,8 @@ text = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def clf(tiny_model_dir) -> SentimentClassifier:
-    return SentimentClassifier.load(tiny_model_dir)
+def clf(tiny_model_dir) -> TextClassifier:
+    return TextClassifier.load(tiny_model_dir, runtime="torch")
 
 
 def check_probs(probs: np.ndarray, n: int) -> None:

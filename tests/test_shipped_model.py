@@ -1,8 +1,10 @@
 """The model shipped in models/nsmc-small: loads, is small, and gets obvious reviews right."""
 
+import dataclasses
 import json
 
 import pytest
+import torch
 
 from conftest import ROOT
 
@@ -14,9 +16,9 @@ NEGATIVE = ["시간 아깝다 최악의 영화", "돈 주고 보기 아까운 �
 
 @pytest.fixture(scope="module")
 def classifier():
-    from nsmc.inference import SentimentClassifier
+    from nsmc.inference import TextClassifier
 
-    return SentimentClassifier.load(MODEL)
+    return TextClassifier.load(MODEL)
 
 
 def test_export_contract_and_size():
@@ -37,5 +39,19 @@ def test_obvious_reviews(classifier):
 def test_loads_with_transformers_pipeline():
     from transformers import pipeline
 
-    out = pipeline("text-classification", model=str(MODEL))(POSITIVE[0])
-    assert out[0]["label"] == "positive"
+    classify = pipeline("text-classification", model=str(MODEL))
+    assert classify.model.dtype == torch.float32  # stored float16; float16 on CPU is slow
+    assert classify(POSITIVE[0])[0]["label"] == "positive"
+
+
+def test_preset_reproduces_the_shipped_run():
+    import yaml
+
+    from train.config import TrainConfig, parse
+
+    preset = dataclasses.asdict(parse(TrainConfig, [str(ROOT / "configs" / "nsmc-small.yaml")]))
+    shipped = yaml.safe_load((MODEL / "train_config.yaml").read_text(encoding="utf-8"))
+    # Folders and loader processes are the machine's; the rest is the recipe.
+    machine = {"pretrained_model_name", "corpus_dir", "downstream_model_dir", "cpu_workers"}
+    differ = {k: (preset.get(k), v) for k, v in shipped.items() if k not in machine and preset.get(k) != v}
+    assert not differ, differ

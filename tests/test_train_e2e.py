@@ -86,8 +86,14 @@ def test_resume_continues_to_the_same_end(run):
 
 
 def test_export_command_and_evaluate_command(run, corpus, tmp_path):
+    import torch
+    from safetensors import safe_open
+
     cli("train.export", run["out"] / "checkpoints" / "best.ckpt", tmp_path / "half", "--dtype", "float16")
-    assert json.loads((tmp_path / "half" / "config.json").read_text())["id2label"]["1"] == "positive"
+    config = json.loads((tmp_path / "half" / "config.json").read_text())
+    assert config["id2label"]["1"] == "positive" and config["dtype"] == "float32"  # loads as float32
+    with safe_open(tmp_path / "half" / "model.safetensors", "pt") as weights:
+        assert weights.get_tensor(next(iter(weights.keys()))).dtype == torch.float16  # stored as float16
     proc = cli("train.evaluate", tmp_path / "half", "--corpus-dir", corpus, "--split", "test", "--out", tmp_path / "eval")
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["n"] == 120 and 0 <= report["accuracy"] <= 1 and sum(map(sum, report["confusion"])) == 120
@@ -128,19 +134,79 @@ def test_pretrain_then_finetune(tmp_path, corpus, fixtures_dir):
     assert (tmp_path / "ft" / "export" / "model.safetensors").is_file()
 
 
-def test_kcbert_base_architecture_trains_a_few_steps(tmp_path, tiny_tokenizer, corpus):
-    """The full-size path: kcbert-base's BertConfig (random weights: the real ones are unreachable here)."""
-    from transformers import BertConfig
+SHARED_KCBERT = ROOT.parent / "shared" / "kcbert-base"
 
-    base = tmp_path / "kcbert-arch"
-    BertConfig(vocab_size=30000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-               max_position_embeddings=300, pad_token_id=tiny_tokenizer.pad_token_id).save_pretrained(base)
-    tiny_tokenizer.save_pretrained(base)
+
+@pytest.mark.skipif(not (SHARED_KCBERT / "vocab.txt").is_file(), reason="../shared/kcbert-base (kcbert's config and vocab) not present")
+def test_kcbert_base_architecture_trains_a_few_steps(tmp_path, corpus):
+    """The full-size path: kcbert-base's own config.json and vocab.txt, random weights (the real ones are
+    unreachable here), so tokenization, lengths and speed are kcbert's."""
     out = tmp_path / "run"
-    cli("train", "configs/smoke.yaml", "--pretrained_model_name", base, "--from_scratch", "true", "--corpus_dir", corpus,
+    cli("train", "configs/smoke.yaml", "--pretrained_model_name", SHARED_KCBERT, "--from_scratch", "true", "--corpus_dir", corpus,
         "--downstream_model_dir", out, "--cache_dir", tmp_path / "cache", "--max_steps", "2", "--batch_size", "8",
         "--max_seq_length", "128", "--run_test", "false", "--export_dtype", "float16", timeout=600)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["global_step"] == 2 and 0 <= metrics["val_acc"] <= 1
-    assert json.loads((out / "export" / "config.json").read_text())["num_hidden_layers"] == 12
+    config = json.loads((out / "export" / "config.json").read_text())
+    assert (config["num_hidden_layers"], config["vocab_size"]) == (12, 30000)
     print(f"kcbert-base architecture on CPU: {metrics['fit_seconds'] / 2:.1f} s per step of 8 reviews (incl. start-up)")
+
+
+# --- your own data: a three-label Korean dataset with its own column names ----------------------------
+
+TOPIC_NAMES = ["food", "sports", "travel"]
+
+
+@pytest.fixture(scope="module")
+def topics_run(tmp_path_factory, fixtures_dir):
+    """`python -m train` on tests/fixtures/topics_* (TSV train, JSONL test), from the kcbert-tiny fixture."""
+    out = tmp_path_factory.mktemp("topics")
+    proc = cli("train", "configs/smoke.yaml", "--pretrained-model-name", fixtures_dir / "kcbert-tiny", "--from-scratch", "true",
+               "--train-file", fixtures_dir / "topics_train.tsv", "--test-file", fixtures_dir / "topics_test.jsonl",
+               "--text-column-names", "text", "--label-column-name", "topic", "--monitor", "val_f1",
+               "--downstream-model-dir", out, "--cache-dir", out / "cache")
+    return {"out": out, "proc": proc}
+
+
+def test_own_data_trains_and_exports_three_labels(topics_run):
+    out, log = topics_run["out"], topics_run["proc"].stdout + topics_run["proc"].stderr
+    assert "initialised afresh" in log and "topics_train.tsv: 300 rows" in log and "topics_test.jsonl: 60 rows" in log
+    export = out / "export"
+    assert json.loads((export / "config.json").read_text())["id2label"] == dict(zip("012", TOPIC_NAMES))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"val_acc", "val_f1", "test_acc", "test_f1"} <= metrics.keys()
+    assert metrics["data"]["test"] == {"file": "topics_test.jsonl", "rows": 60}
+    examples = json.loads((export / "examples.json").read_text(encoding="utf-8"))
+    assert isinstance(examples, list) and 3 <= len(examples) <= 6 and all(isinstance(t, str) for t in examples)
+    card = (export / "README.md").read_text(encoding="utf-8")
+    assert "`food`, `sports`, `travel`" in card and "| test | `topics_test.jsonl` | 60 |" in card and "NSMC" not in card
+    from transformers import pipeline
+
+    results = pipeline("text-classification", model=str(export), top_k=None)(["김치찌개 국물이 진하다"])[0]
+    assert sorted(r["label"] for r in results) == TOPIC_NAMES
+
+
+def test_evaluate_own_data_prints_per_class_figures(topics_run, fixtures_dir, tmp_path):
+    proc = cli("train.evaluate", topics_run["out"] / "export", "--test_file", fixtures_dir / "topics_test.jsonl",
+               "--text_column_names", "text", "--label_column_name", "topic")
+    eval_dir = topics_run["out"] / "eval-test"  # beside the run, not inside the exported model
+    report = json.loads((eval_dir / "report.json").read_text())
+    assert report["runtime"] == "torch" and report["n"] == 60 and report["labels"] == TOPIC_NAMES
+    assert len(report["confusion"]) == 3 and sum(map(sum, report["confusion"])) == 60
+    assert [c["label"] for c in report["per_class"]] == TOPIC_NAMES and sum(c["n"] for c in report["per_class"]) == 60
+    for name in TOPIC_NAMES:
+        assert any(line.split()[:1] == [name] and len(line.split()) == 5 for line in proc.stdout.splitlines()), proc.stdout
+    assert "macro-F1" in proc.stdout and (eval_dir / "confusion.png").stat().st_size > 1000
+    assert not (topics_run["out"] / "export" / "eval-test").exists()
+
+
+def test_own_data_mistakes_are_one_clear_message(fixtures_dir, tmp_path):
+    args = ["train", "configs/smoke.yaml", "--pretrained_model_name", fixtures_dir / "kcbert-tiny", "--from_scratch", "true",
+            "--downstream_model_dir", tmp_path / "o", "--cache_dir", tmp_path / "cache"]
+    proc = cli(*args, "--train_file", fixtures_dir / "topics_train.tsv", "--text_column_names", "review", check=False)
+    assert_clean_error(proc, "no column 'review', 'label'", "'id', 'text', 'topic'")
+    # Issue 11: a comma-separated NSMC corpus names what was expected and what was found.
+    (tmp_path / "nsmc").mkdir()
+    (tmp_path / "nsmc" / "ratings_train.txt").write_text("id,document,label\n1,좋다,1\n", encoding="utf-8")
+    proc = cli(*args, "--corpus_dir", tmp_path / "nsmc", check=False)
+    assert_clean_error(proc, "expected NSMC's tab-separated columns id, document, label", "'id,document,label'")

@@ -30,7 +30,7 @@ import pytest
 import torch
 
 from conftest import ROOT, make_tiny_model
-from nsmc import checkpoint
+from nsmc import loading
 from nsmc.errors import UserError
 
 pytestmark = pytest.mark.timeout(300)
@@ -99,11 +99,11 @@ def run_and_kill_at(step: int, args: list[str], tmp: Path) -> None:
 
 
 def saved_step(path: Path) -> int:
-    return checkpoint.read(path)["global_step"]
+    return loading.read_checkpoint(path)["global_step"]
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    return checkpoint.read(path)["state_dict"]
+    return loading.read_checkpoint(path)["state_dict"]
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_sigkill_during_checkpoint_writes_never_corrupts(tmp_path):
     for proc, path in zip(procs, paths):
         proc.wait()
         proc.stdout.close()
-        ckpt = checkpoint.read(path)  # raises UserError if the kill left a damaged file
+        ckpt = loading.read_checkpoint(path)  # raises UserError if the kill left a damaged file
         w = ckpt["state_dict"]["w"]
         assert bool((w == ckpt["global_step"]).all()), "a checkpoint mixing two saves"
         for stale in path.parent.glob(".*.tmp"):  # what a kill mid-write leaves: removed at the next start
@@ -286,7 +286,7 @@ def test_pickle_bearing_checkpoint_is_refused(tmp_path):
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {"model.w": torch.zeros(2)}, "hyper_parameters": Exploit(marker)}, evil)
     with pytest.raises(UserError, match=r"Refused to load .*GLOBAL posix.system"):
-        checkpoint.read(evil)
+        loading.read_checkpoint(evil)
     assert not marker.exists()
     rc, log = run_export(evil, tmp_path / "export")  # the CLI says the same, in one line
     assert rc != 0 and "Refused to load" in log and "Traceback" not in log

@@ -87,9 +87,27 @@ class TrainConfig(RunConfig):
     downstream_corpus_name: str = _help("Corpus name for Korpora; only 'nsmc' is supported.", "nsmc")
     downstream_corpus_root_dir: str = _help("Where Korpora downloads NSMC to (and where an earlier download is reused).", "Korpora")
     corpus_dir: str | None = _help("Offline: a folder with ratings_train.txt(.gz) and ratings_test.txt(.gz); skips Korpora.", None)
+    # --- your own data (instead of NSMC); the option names of transformers' text-classification example ---
+    train_file: str | None = _help("Your own labelled data instead of NSMC: .csv, .tsv, .txt (tab-"
+                                   "separated), .json (a list of objects) or .jsonl, optionally .gz.", None)
+    validation_file: str | None = _help("Validation data in the same shape (default: a seeded split of "
+                                        "train_file, see val_size).", None)
+    test_file: str | None = _help("Test data in the same shape, scored once at the end (default: none, "
+                                  "no test score).", None)
+    text_column_names: list[str] | None = _help("The text column(s) of your files, space- or comma-"
+                                                "separated; several are joined with a space.", None)
+    label_column_name: str = _help("The label column of your files (strings or integers, two labels or "
+                                   "more).", "label")
+    label_names: list[str] | None = _help("The labels in the order of the model's classes (default: "
+                                          "sorted as found in train_file).", None)
     downstream_model_dir: str = _help("Output folder: checkpoints/, logs/, export/ (the servable model), metrics.json.", "runs/nsmc")
     from_scratch: bool = _help("Build the model from the pretrained folder's config.json with random weights (baselines, speed tests).", False)
-    val_size: int = _help("Reviews carved out of the train split (seeded) for validation and checkpoint choice; the test split is used once, at the end.", 5000)
+    val_size: int | None = _help("Reviews carved out of the train split (seeded) for validation and "
+                                 "checkpoint choice when there is no validation_file (default: 5,000 or a "
+                                 "tenth of the train split, whichever is smaller); the test split is used "
+                                 "once, at the end.", None)
+    monitor: str = _help("The validation metric that picks the best checkpoint: val_acc or val_f1 "
+                         "(macro-F1).", "val_acc")
     run_test: bool = _help("Score the test split at the end. Off for hyper-parameter sweeps, which must choose on validation alone.", True)
     export_dtype: str = _help("Weights of the exported model: 'float32' or 'float16' (half the size, same predictions to ~1e-3).", "float32")
 
@@ -99,6 +117,17 @@ class TrainConfig(RunConfig):
             raise UserError(f"--downstream_corpus_name {self.downstream_corpus_name!r}: only 'nsmc' is supported.")
         if self.export_dtype not in ("float32", "float16", "bfloat16"):
             raise UserError(f"--export_dtype {self.export_dtype!r}: choose float32 or float16.")
+        if self.monitor not in ("val_acc", "val_f1"):
+            raise UserError(f"--monitor {self.monitor!r}: choose val_acc or val_f1.")
+        self.text_column_names = names_list(self.text_column_names)
+        self.label_names = names_list(self.label_names)
+        if self.train_file and not self.text_column_names:
+            raise UserError("--train_file needs --text_column_names: the column(s) holding the text.")
+        if not self.train_file and (self.validation_file or self.test_file):
+            raise UserError("--validation_file and --test_file go with --train_file (without it, NSMC is "
+                            "used).")
+        if self.train_file and not self.test_file:
+            self.run_test = False  # nothing to test on; the data module says so
 
     @property
     def out_dir(self) -> Path:
@@ -123,6 +152,14 @@ class PretrainConfig(RunConfig):
     @property
     def out_dir(self) -> Path:
         return Path(self.output_dir)
+
+
+def names_list(value) -> list[str] | None:
+    """Column or label names from YAML or flags: a list, a comma-separated string, or both mixed."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, (str, int)) else value
+    return [n.strip() for item in items for n in str(item).split(",") if n.strip()] or None
 
 
 def parse_devices(devices) -> str:
@@ -163,8 +200,11 @@ def parse(cls, argv=None, description: str | None = None):
         t = _type_of(f)
         default = f.default if f.default is not dataclasses.MISSING else None
         kind = _bool if t is bool else t
+        many = typing.get_origin(t) is list
         names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        parser.add_argument(*names, dest=f.name, type=kind, default=None, metavar=t.__name__.upper(),
+        nargs = "+" if many else "?" if t is bool else None  # `--resume` alone means `--resume true`
+        parser.add_argument(*names, dest=f.name, type=str if many else kind, default=None, nargs=nargs,
+                            const=True if t is bool else None, metavar="NAME" if many else t.__name__.upper(),
                             help=f"{f.metadata.get('help', '')} (default: {default})")
     args = parser.parse_args(argv)
     values: dict = {}

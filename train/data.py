@@ -1,17 +1,22 @@
-"""NSMC as a LightningDataModule: files -> cached encoding -> seeded train/val split -> padded batches."""
+"""Labelled texts as a LightningDataModule: NSMC or a user's files -> cached encoding -> seeded
+train/val split (or a validation file) -> padded batches."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nsmc import corpus
 from nsmc.errors import UserError
-from nsmc.encoding import Encoded, encode_file, pad_batch
+from nsmc.encoding import Encoded, encode_cached, pad_batch
+
+VAL_SIZE_CAP = 5000  # the default validation split: this many rows, or 10% of the train file if fewer
 
 
 class EncodedDataset(Dataset):
@@ -30,7 +35,7 @@ class EpochSampler(Sampler[int]):
     mid-epoch: `load_state_dict` makes the next pass start at the first batch not yet trained on.
 
     The position is counted by ResumableDataLoader and saved in every checkpoint by
-    NSMCDataModule.state_dict. Without it, a run resumed mid-epoch replays the start of the epoch,
+    ClassificationDataModule.state_dict. Without it, a run resumed mid-epoch replays the start of the epoch,
     so it trains on different batches than an uninterrupted run would.
     """
 
@@ -139,12 +144,20 @@ def split_train_val(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(order[val_size:]), np.sort(order[:val_size])
 
 
-class NSMCDataModule(L.LightningDataModule):
-    def __init__(self, cfg, tokenizer, fixed_length: bool = False):
+def default_val_size(n: int) -> int:
+    return min(VAL_SIZE_CAP, n // 10)
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    """NSMC (cfg.corpus_dir or Korpora) or the user's cfg.train_file / validation_file / test_file."""
+
+    def __init__(self, cfg, tokenizer, fixed_length: bool = False, log=print):
         super().__init__()
-        self.cfg, self.tokenizer = cfg, tokenizer
+        self.cfg, self.tokenizer, self.log = cfg, tokenizer, log
         self.collate = Collate(tokenizer.pad_token_id, cfg.max_seq_length if fixed_length else None)
         self.train = self.val = self.test = None
+        self.rows: dict[str, dict] = {}  # split -> {"file", "rows"} as used: for the model card
+        self._train_file: corpus.LabelledTexts | None = None
         self._train_loader: ResumableDataLoader | None = None
         self._resume: dict = {}
 
@@ -153,6 +166,10 @@ class NSMCDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Runs on one process per machine: download only if the files are not already there."""
+        if self.cfg.train_file:
+            if not self.cfg.test_file:
+                self.log("No --test_file: the run reports validation scores only.")
+            return
         if self.cfg.corpus_dir:
             corpus.find_split(self.cfg.corpus_dir, "train")  # fail now, with the message, if absent
             return
@@ -163,17 +180,89 @@ class NSMCDataModule(L.LightningDataModule):
             # Korpora always contacts its download URL first, so it is only called when needed.
             corpus.download(self.cfg.downstream_corpus_root_dir)
 
+    def _read(self, path) -> corpus.LabelledTexts:
+        if path == self.cfg.train_file and self._train_file is not None:
+            return self._train_file
+        cfg = self.cfg
+        return corpus.read_labelled(path, cfg.text_column_names, cfg.label_column_name, log=self.log)
+
+    @property
+    def label_names(self) -> list[str]:
+        """The classes, in the model's order: NSMC's two, or those of the train file."""
+        if not self.cfg.train_file:
+            return list(corpus.LABELS)
+        if self._train_file is None:
+            self._train_file = self._read(self.cfg.train_file)
+        return corpus.label_order(self._train_file.labels, self.cfg.label_names, self.cfg.train_file,
+                                  ratings=corpus.is_ratings(self.cfg.train_file))
+
     def _encode(self, split: str) -> Encoded:
-        path = corpus.find_split(self.corpus_root(), split)
-        return encode_file(path, self.tokenizer, self.cfg.max_seq_length, self.cfg.cache_dir)
+        cfg = self.cfg
+        if not cfg.train_file:
+            path = corpus.find_split(self.corpus_root(), split)
+
+            def read_nsmc():
+                corpus.check_header(path)
+                ratings = corpus.read_ratings(path)
+                return ratings.documents, ratings.labels, ratings.summary()
+
+            encoded = encode_cached(path, self.tokenizer, cfg.max_seq_length, read_nsmc, cfg.cache_dir,
+                                    log=self.log)
+        else:
+            path = {"train": cfg.train_file, "validation": cfg.validation_file, "test": cfg.test_file}[split]
+            names = self.label_names
+
+            def read_file():
+                data = self._read(path)
+                return data.texts, corpus.label_ids(data.labels, names, path), data.summary()
+
+            reading = {"text": cfg.text_column_names, "label": cfg.label_column_name, "labels": names}
+            encoded = encode_cached(path, self.tokenizer, cfg.max_seq_length, read_file, cfg.cache_dir,
+                                    reading, self.log)
+        self.rows[split] = {"file": Path(path).name, "rows": len(encoded)}
+        return encoded
 
     def setup(self, stage: str | None = None) -> None:
+        cfg = self.cfg
         if stage in (None, "fit", "validate") and self.train is None:
             full = self._encode("train")
-            train_idx, val_idx = split_train_val(len(full), self.cfg.val_size, self.cfg.seed)
-            self.train, self.val = full.subset(train_idx), full.subset(val_idx)
-        if stage in (None, "test") and self.test is None:
+            if cfg.validation_file:
+                self.train, self.val = full, self._encode("validation")
+            else:
+                val_size = default_val_size(len(full)) if cfg.val_size is None else cfg.val_size
+                if not 0 < val_size < len(full):
+                    raise UserError(
+                        f"The train split has {len(full):,} rows, too few to carve {val_size:,} out for "
+                        f"validation. "
+                        + ("Lower --val_size, or pass --validation_file." if cfg.val_size else
+                           "Use at least 10 rows, or pass --validation_file."))
+                train_idx, val_idx = split_train_val(len(full), val_size, cfg.seed)
+                self.train, self.val = full.subset(train_idx), full.subset(val_idx)
+                name = self.rows["train"]["file"]
+                self.rows["train"] = {"file": name, "rows": len(train_idx)}
+                self.rows["validation"] = {"file": f"{name} (a seeded split)", "rows": len(val_idx)}
+        if stage in (None, "test") and self.test is None and (cfg.test_file or not cfg.train_file):
             self.test = self._encode("test")
+
+    def examples(self, n_per_label: int = 2, max_chars: int = 100) -> list[str]:
+        """A few short texts of the test file (else the validation or train file), some of each label,
+        for the app's examples."""
+        cfg = self.cfg
+        if cfg.train_file:
+            data = self._read(cfg.test_file or cfg.validation_file or cfg.train_file)
+            texts, labels = data.texts, data.labels
+        else:
+            try:
+                path = corpus.find_split(self.corpus_root(), "test")
+            except UserError:  # a corpus without a test split (--run_test false)
+                path = corpus.find_split(self.corpus_root(), "train")
+            ratings = corpus.read_ratings(path)
+            texts, labels = ratings.documents, ratings.labels
+        chosen: dict = {}
+        for text, label in zip(texts, labels):
+            if 10 <= len(text) <= max_chars and len(chosen.setdefault(label, [])) < n_per_label:
+                chosen[label].append(text)
+        return [t for group in chosen.values() for t in group]
 
     def train_dataloader(self) -> DataLoader:
         cfg = self.cfg
@@ -184,7 +273,8 @@ class NSMCDataModule(L.LightningDataModule):
         # The generator only seeds worker processes; passing one keeps the global RNG (dropout) untouched.
         generator = torch.Generator().manual_seed(cfg.seed)
         loader = ResumableDataLoader(EncodedDataset(self.train), batch_size=cfg.batch_size, sampler=sampler,
-                                     generator=generator, collate_fn=self.collate, num_workers=cfg.cpu_workers,
+                                     generator=generator, collate_fn=self.collate,
+                                     num_workers=cfg.cpu_workers,
                                      persistent_workers=cfg.cpu_workers > 0)
         loader.load_state_dict(self._resume)
         self._train_loader, self._resume = loader, {}
@@ -203,7 +293,14 @@ class NSMCDataModule(L.LightningDataModule):
     def _eval_loader(self, encoded: Encoded) -> DataLoader:
         # Sorted by length: evaluation order does not matter, and sorted batches hardly pad.
         order = np.argsort(encoded.lengths(), kind="stable")
-        return DataLoader(torch.utils.data.Subset(EncodedDataset(encoded), order.tolist()), batch_size=self.cfg.batch_size * 2,
+        dataset = torch.utils.data.Subset(EncodedDataset(encoded), order.tolist())
+        # On several devices, each review scored once: the DistributedSampler Lightning would put here
+        # repeats reviews to give every device as many, so an accuracy would count some of them twice.
+        sampler = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self.trainer.world_size,
+                                                   rank=self.trainer.global_rank, shuffle=False)
+        return DataLoader(dataset, batch_size=self.cfg.batch_size * 2, sampler=sampler,
                           collate_fn=self.collate, num_workers=self.cfg.cpu_workers)
 
     def val_dataloader(self) -> DataLoader:

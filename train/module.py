@@ -4,10 +4,39 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torchmetrics.classification import BinaryAccuracy, BinaryF1Score
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from lightning.pytorch.callbacks import Timer
 
-from nsmc import checkpoint
+from nsmc import loading
+
+
+def build_model(cfg, label_names: list[str], log=print):
+    """A sequence classifier for `label_names` from cfg.pretrained_model_name: an encoder gets a new
+    head; a classifier for the same labels keeps its head; one for other labels gets a new head too."""
+    from transformers import AutoModelForSequenceClassification as Classifier
+
+    name = cfg.pretrained_model_name
+    config = loading.load_config(name, id2label=dict(enumerate(label_names)),
+                         label2id={n: i for i, n in enumerate(label_names)})
+    fp32 = {"dtype": torch.float32}  # whatever the base was saved in: a float16 export gave NaN losses on CPU
+    if cfg.from_scratch:
+        log(f"Every weight is initialised afresh (--from_scratch): {name}'s architecture, not its weights.")
+        return Classifier.from_config(config, **fp32)
+    base_config = loading.load_config(name)
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in base_config.architectures or [])
+    base_labels = [base_config.id2label[i] for i in range(base_config.num_labels)] if is_classifier else None
+    if base_labels == list(label_names):
+        return Classifier.from_pretrained(name, config=config, **fp32)  # the same task: its head is kept
+    dropped = f"; {name}'s own head ({', '.join(base_labels)}) is dropped." if base_labels else f" on {name}."
+    log(f"A classification head for {len(label_names)} labels ({', '.join(label_names)}) is initialised "
+        f"afresh{dropped}")
+    if not base_labels:  # an encoder (e.g. BertForMaskedLM): transformers loads its body under a new head
+        return Classifier.from_pretrained(name, config=config, **fp32)
+    base = Classifier.from_pretrained(name, **fp32)  # a classifier for other labels: only its body is kept
+    model = Classifier.from_config(config, **fp32)
+    body = getattr(base, base.base_model_prefix).state_dict()
+    getattr(model, model.base_model_prefix).load_state_dict(body)
+    return model
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -24,9 +53,12 @@ def configure_schedule(module: L.LightningModule, model: torch.nn.Module, cfg) -
     (The tutorial returned `scheduler`, which Lightning ignores, so its LR never changed.)"""
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
     if cfg.scheduler == "exponential":
-        scheduler = {"scheduler": torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma), "interval": "epoch"}
+        decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma)
+        scheduler = {"scheduler": decay, "interval": "epoch"}
     elif cfg.scheduler == "linear":
-        scheduler = {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(module.trainer, cfg.warmup_ratio)), "interval": "step"}
+        factor = linear_schedule(module.trainer, cfg.warmup_ratio)
+        linear = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = {"scheduler": linear, "interval": "step"}
     else:
         return {"optimizer": optimizer}
     return {"optimizer": optimizer, "lr_scheduler": scheduler}
@@ -41,7 +73,8 @@ def linear_schedule(trainer, warmup_ratio: float):
     which would then no longer load with weights_only=True."""
     total = max(1, int(trainer.estimated_stepping_batches))
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # present when max_time is set
-    budget = 0.97 * timer._duration if timer is not None and timer._duration else None  # margin: last validation
+    # 3% margin: the last validation
+    budget = 0.97 * timer._duration if timer is not None and timer._duration else None
 
     def factor(step: int) -> float:
         done = (step + 1) / total
@@ -55,15 +88,19 @@ def linear_schedule(trainer, warmup_ratio: float):
     return factor
 
 
-class SentimentClassifier(L.LightningModule):
+class ClassifierModule(L.LightningModule):
+    """A Hugging Face sequence classifier in training: loss, accuracy and macro-F1 for any label count."""
+
     def __init__(self, model, tokenizer, cfg):
         super().__init__()
         self.model, self.cfg = model.train(), cfg  # from_pretrained returns eval mode: dropout would be off
         # Plain values only, so the checkpoint loads with torch.load(weights_only=True).
         self.save_hyperparameters({k: v for k, v in vars(cfg).items()})
-        self._extras = checkpoint.extras(model, tokenizer)
-        self.train_acc, self.val_acc, self.test_acc = BinaryAccuracy(), BinaryAccuracy(), BinaryAccuracy()
-        self.val_f1, self.test_f1 = BinaryF1Score(), BinaryF1Score()
+        self._extras = loading.checkpoint_extras(model, tokenizer)
+        n = model.config.num_labels
+        self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(n, average="micro")
+                                                       for _ in range(3))
+        self.val_f1, self.test_f1 = (MulticlassF1Score(n, average="macro") for _ in range(2))
 
     def forward(self, batch):
         return self.model(**batch)
@@ -85,6 +122,7 @@ class SentimentClassifier(L.LightningModule):
         self.log(f"{stage}_loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=True)
         self.log(f"{stage}_acc", acc, prog_bar=True, batch_size=bs)
         self.log(f"{stage}_f1", f1, batch_size=bs)
+        self.log(f"{stage}_n", float(bs), reduce_fx="sum", sync_dist=True)  # reviews scored, over all devices
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -97,7 +135,7 @@ class SentimentClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, ckpt: dict) -> None:
         # Config and tokenizer travel inside the checkpoint: it serves and exports on its own.
-        ckpt[checkpoint.KEY] = self._extras
+        ckpt[loading.CHECKPOINT_KEY] = self._extras
         ckpt[RNG_KEY] = rng_state()
 
     def on_load_checkpoint(self, ckpt: dict) -> None:

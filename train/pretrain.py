@@ -14,7 +14,6 @@ comments; here the 642k in-domain reviews of ../shared/data/nsmc/reviews_unlabel
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from nsmc import checkpoint
+from nsmc import loading
 from nsmc.encoding import Encoded, encode_file, pad_batch
 from nsmc.errors import UserError
 from train.data import EncodedDataset, LengthGroupedSampler, split_train_val
@@ -57,7 +56,7 @@ class MaskedLM(L.LightningModule):
         super().__init__()
         self.model, self.cfg = model.train(), cfg
         self.save_hyperparameters({k: v for k, v in vars(cfg).items()})
-        self._extras = checkpoint.extras(model, tokenizer)
+        self._extras = loading.checkpoint_extras(model, tokenizer)
 
     def _step(self, batch, stage: str):
         out = self.model(**batch)
@@ -78,7 +77,7 @@ class MaskedLM(L.LightningModule):
         return configure_schedule(self, self.model, self.cfg)
 
     def on_save_checkpoint(self, ckpt: dict) -> None:
-        ckpt[checkpoint.KEY] = self._extras
+        ckpt[loading.CHECKPOINT_KEY] = self._extras
 
 
 def read_corpus(cfg, tokenizer) -> Encoded:
@@ -144,7 +143,8 @@ def run(cfg) -> dict:
     module = MaskedLM(model, tokenizer, cfg)
     trainer = build_trainer(cfg, monitor="val_loss", mode="min", max_epochs=cfg.epochs)
     start = time.time()
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path,
+                weights_only=True)
     seconds = time.time() - start
 
     # 5. Export the best checkpoint as a plain Hugging Face folder.
@@ -153,9 +153,9 @@ def run(cfg) -> dict:
                "global_step": trainer.global_step, "fit_seconds": round(seconds, 1),
                "steps_per_second": round(trainer.global_step / max(seconds, 1e-9), 3), "best_checkpoint": best}
     if trainer.is_global_zero:
-        ckpt = checkpoint.read(best)
+        ckpt = loading.read_checkpoint(best)
         model = BertForMaskedLM(config)
-        model.load_state_dict({k[len(checkpoint.PREFIX):]: v for k, v in ckpt["state_dict"].items()})
+        model.load_state_dict({k[len(loading.PREFIX):]: v for k, v in ckpt["state_dict"].items()})
         model.save_pretrained(cfg.export_dir)
         tokenizer.save_pretrained(cfg.export_dir)
         (cfg.export_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -164,14 +164,13 @@ def run(cfg) -> dict:
 
 
 def main(argv=None) -> None:
+    from train.cli import command_errors
     from train.config import PretrainConfig, parse
 
-    try:
-        run(parse(PretrainConfig, argv, description=__doc__))
-    except UserError as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted: `--resume` continues from the last checkpoint")
+    with command_errors() as outputs:
+        cfg = parse(PretrainConfig, argv, description=__doc__)
+        outputs.watch(cfg.out_dir)
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ class SaveLast(Checkpoint):
         self.path, self.every_n_steps, self._saved_step = Path(path), every_n_steps, -1
 
     def _save(self, trainer: L.Trainer) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state: --resume needs it
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, *args) -> None:
@@ -145,13 +145,13 @@ def build_trainer(cfg, monitor: str, mode: str, max_epochs: int, callbacks=()) -
 def resume_path(cfg) -> str | None:
     if not cfg.resume:
         return None
-    from nsmc import checkpoint
+    from nsmc import loading
 
     last = cfg.checkpoint_dir / "last.ckpt"
     if not last.is_file():
         raise UserError(f"--resume: no {last} to resume from. Run once without --resume first (same --downstream_model_dir).")
     try:  # a damaged file (copied by hand, an older version's non-atomic save) fails here, in words
-        checkpoint.read(last)
+        loading.read_checkpoint(last)
     except UserError as e:
         raise UserError(f"--resume: {e} Delete it to start over, or copy checkpoints/best.ckpt over it to resume from there.") from None
     return str(last)
@@ -163,5 +163,5 @@ def best_checkpoint(trainer: L.Trainer, checkpoint_dir: Path) -> str:
     best = trainer.checkpoint_callback.best_model_path
     if not best:
         best = str(Path(checkpoint_dir) / "last.ckpt")
-        trainer.save_checkpoint(best)
+        trainer.save_checkpoint(best, weights_only=False)
     return best

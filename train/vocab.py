@@ -30,26 +30,33 @@ def train_wordpiece(texts, vocab_size: int = 16000, min_frequency: int = 2):
 
 
 def read_texts(paths) -> list[str]:
-    from nsmc.corpus import HEADER, open_text, read_lines, read_ratings
+    from nsmc.corpus import is_ratings, read_lines, read_ratings
 
     texts: list[str] = []
     for path in paths:
-        with open_text(path) as f:
-            is_ratings = f.readline().rstrip("\r\n").split("\t") == list(HEADER)
-        texts += read_ratings(path).documents if is_ratings else read_lines(path)
+        texts += read_ratings(path).documents if is_ratings(path) else read_lines(path)
     return texts
 
 
 def main(argv=None) -> None:
+    from nsmc.errors import UserError
+    from train.cli import command_errors
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")
     parser.add_argument("files", nargs="+")
     parser.add_argument("--vocab-size", type=int, default=16000)
     args = parser.parse_args(argv)
-    texts = read_texts(args.files)
-    tokenizer = train_wordpiece(texts, args.vocab_size)
-    tokenizer.save_pretrained(args.out_dir)
-    print(f"{len(tokenizer):,}-token WordPiece vocabulary from {len(texts):,} texts -> {Path(args.out_dir)}")
+    with command_errors() as outputs:
+        outputs.watch(args.out_dir)
+        missing = [f for f in args.files if not Path(f).is_file()]
+        if missing:
+            raise UserError(f"{', '.join(missing)}: not found. Pass rating files or one-review-a-line files "
+                            "(plain or .gz).")
+        texts = read_texts(args.files)
+        tokenizer = train_wordpiece(texts, args.vocab_size)
+        tokenizer.save_pretrained(args.out_dir)
+        print(f"{len(tokenizer):,}-token WordPiece vocabulary from {len(texts):,} texts -> {args.out_dir}")
 
 
 if __name__ == "__main__":
