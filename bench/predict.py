@@ -35,7 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-from load import JsonApi, env, free_port, start_server, stop_server  # noqa: E402
+from app_server import app_env, free_port, running_app  # noqa: E402
+from load import JsonApi  # noqa: E402
 from speed import CACHE, DATA, machine, slow_vocab_for, write_section  # noqa: E402
 
 MB = 1024 * 1024
@@ -107,8 +108,8 @@ def stream(model: str, source: Path) -> dict:
     argv = ["nsmc.predict", "--model", model, str(source), str(out), "--overwrite"]
     code = PEAK.format(argv=argv, root=str(ROOT), module="nsmc.predict")
     t0 = time.perf_counter()
-    # The user's environment: tokenizers may use every core (load.env() turns that off for app.py).
-    child_env = {k: v for k, v in env().items() if k != "TOKENIZERS_PARALLELISM"}
+    # The user's environment: tokenizers may use every core (app_env() turns that off for app.py).
+    child_env = {k: v for k, v in app_env().items() if k != "TOKENIZERS_PARALLELISM"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env, capture_output=True,
                           text=True)
     wall = time.perf_counter() - t0
@@ -126,8 +127,7 @@ def json_api(model: str, source: Path, clients: int, batch: int) -> dict:
     texts = documents(source)
     batches = [texts[i : i + batch] for i in range(0, len(texts), batch)]
     port = free_port()
-    server = start_server(model, port)
-    try:
+    with running_app(model, CACHE / "predict-app.log", port=port) as (_, server):
         JsonApi(port).batch(texts[:64])  # warm-up
         lock, errors, next_batch = threading.Lock(), [], iter(batches)
 
@@ -150,8 +150,6 @@ def json_api(model: str, source: Path, clients: int, batch: int) -> dict:
             t.join()
         seconds = time.perf_counter() - t0
         peak = vm_hwm(server.pid)
-    finally:
-        stop_server(server)
     if errors:
         raise SystemExit(f"the JSON API failed {len(errors)} requests, e.g. {errors[0]}")
     return {"rows": len(texts), "reviews_per_s": len(texts) / seconds, "peak_rss_mb": peak / MB}
@@ -161,7 +159,8 @@ def tutorial(model: str, source: Path, rows: int) -> dict:
     argv = ["predict.py", "--worker", "tutorial", "--model", model, "--rows-file", str(source),
             "--tutorial-rows", str(rows)]
     code = PEAK.format(argv=argv, root=str(ROOT / "bench"), module="predict")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=app_env(), capture_output=True,
+                          text=True)
     if proc.returncode:
         raise SystemExit(f"the tutorial worker failed:\n{proc.stderr[-3000:]}")
     result = json.loads(re.search(r"RESULT (.*)", proc.stdout)[1])
@@ -235,8 +234,8 @@ def main(argv=None) -> None:
            "api_clients": args.api_clients, "api_batch": args.api_batch}
     source = reviews_file(args.rows)
     log("Building the ONNX graph if it is not cached yet (a first export would inflate peak memory)")
-    warm = f"from nsmc.inference import SentimentClassifier; SentimentClassifier.load({args.model!r})"
-    subprocess.run([sys.executable, "-c", warm], cwd=ROOT, env=env(), check=True, capture_output=True)
+    warm = f"from nsmc.inference import TextClassifier; TextClassifier.load({args.model!r})"
+    subprocess.run([sys.executable, "-c", warm], cwd=ROOT, env=app_env(), check=True, capture_output=True)
     log(f"stream: {args.rows // 10:,} rows")
     res["stream_small"] = stream(args.model, head(source, args.rows // 10))
     log(f"stream: {args.rows:,} rows")

@@ -46,7 +46,7 @@ import pandas as pd
 
 from nsmc.corpus import open_text
 from nsmc.errors import UserError
-from nsmc.inference import MAX_CHARS, SentimentClassifier, as_text, is_blank, set_threads
+from nsmc.inference import MAX_CHARS, TextClassifier, as_text, is_blank, rows
 from nsmc.runtime import DEFAULT_RUNTIME, HELP, RUNTIMES
 
 INPUTS = (".csv", ".tsv", ".txt", ".jsonl")
@@ -54,7 +54,7 @@ OUTPUTS = (".csv", ".jsonl")
 DEFAULT_COLUMN = "document"  # NSMC's text column
 CHUNK_ROWS = 10_000  # rows read, scored and appended at once: a kill loses at most this much work
 SLICE_ROWS = 1_024  # rows a predict_proba call: the bar moves, and Ctrl-C is answered, within one slice
-DECIMALS = 6  # enough to rank a million rows; a float's full repr would double the output's size
+DECIMALS = 6  # the app shows 4; a file of a million rows is ranked by them, so 6 (a float's repr is ~18)
 MAX_EXAMPLES = 5  # bad rows named by line number in the summary
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MAX_FIELD = 1 << 20  # a stray quote makes csv swallow lines up to the next quote: at most this many chars
@@ -64,16 +64,11 @@ MAX_FIELD = 1 << 20  # a stray quote makes csv swallow lines up to the next quot
 
 
 def result_rows(texts: list[str], probs: np.ndarray, label_names: list[str]) -> list[dict]:
-    """What a scored text adds to its row: one probability per label and the predicted label; a blank
-    text gets empty scores and an empty label rather than made-up ones."""
-    rows = []
-    for text, p in zip(texts, probs):
-        if is_blank(text):
-            rows.append({**dict.fromkeys(label_names), "label": ""})
-        else:
-            scores = {name: round(float(x), DECIMALS) for name, x in zip(label_names, p)}
-            rows.append({**scores, "label": label_names[int(p.argmax())]})
-    return rows
+    """What scoring adds to each row: the app's result rows (a probability per label, the top label,
+    whether the text was cut; blank texts get empty cells) without their copy of the text, since the
+    output keeps the input's own columns."""
+    shared = rows(texts, probs, label_names, DECIMALS)
+    return [{k: v for k, v in row.items() if k != "document"} for row in shared]
 
 
 def result_columns(label_names: list[str]) -> list[str]:
@@ -111,7 +106,7 @@ def scored_frame(frame: pd.DataFrame, texts: list[str], probs: np.ndarray,
     return pd.concat([frame, results], axis=1)
 
 
-def score(classifier: SentimentClassifier, texts: list[str], progress=None) -> np.ndarray:
+def score(classifier: TextClassifier, texts: list[str], progress=None) -> np.ndarray:
     """Probabilities for `texts`, SLICE_ROWS at a time (each slice spread over every core)."""
     probs = np.zeros((len(texts), len(classifier.label_names)), dtype=np.float32)
     for start in range(0, len(texts), SLICE_ROWS):
@@ -425,8 +420,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> Counts:
     counts = Counts()
     columns, rows, header_lines = read_rows(source, text_columns, counts)  # before the slow model load
 
-    set_threads()
-    classifier = SentimentClassifier.load(args.model, base_model=args.base_model, runtime=args.runtime,
+    classifier = TextClassifier.load(args.model, base_model=args.base_model, runtime=args.runtime,
                                           log=lambda message: print(message, file=sys.stderr, flush=True))
     names = classifier.label_names
     frames = chunks(columns, rows, progress.chunk_rows)

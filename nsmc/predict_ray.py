@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from nsmc.errors import UserError
-from nsmc.inference import SentimentClassifier, set_threads
+from nsmc.inference import TextClassifier, set_threads
 from nsmc.predict import DEFAULT_COLUMN, column_names, joined_texts, scored_frame
 from nsmc.runtime import DEFAULT_RUNTIME, HELP, RUNTIMES, usable_cores
 
@@ -46,9 +46,9 @@ class Scorer:
                  base_model: str | None = None):
         import ray
 
-        # The cores Ray gave this worker; torch would otherwise take every core of the machine.
+        self.classifier = TextClassifier.load(model, base_model=base_model, runtime=runtime)
+        # The cores Ray gave this worker: torch would otherwise take every core of the machine.
         set_threads(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 0)) or None)
-        self.classifier = SentimentClassifier.load(model, base_model=base_model, runtime=runtime)
         self.text_columns = column_names(text_column_names)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:

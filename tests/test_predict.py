@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def classifier(tiny_model_dir):
-    from nsmc.inference import SentimentClassifier
+    from nsmc.inference import TextClassifier
 
-    return SentimentClassifier.load(tiny_model_dir, runtime="torch")
+    return TextClassifier.load(tiny_model_dir, runtime="torch")
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_formats_keep_the_columns_and_add_one_score_per_label(tmp_path, tiny_mod
     assert run(tiny_model_dir, src, tmp_path / target) == 0
     out = read_output(tmp_path / target)
     names = classifier.label_names
-    assert list(out.columns) == [*rows[0], *names, "label"]
+    assert list(out.columns) == [*rows[0], *names, "label", "truncated"]
     assert out["document"].tolist() == reviews
     if "id" in out:
         assert out["id"].astype(str).tolist() == [r["id"] for r in rows]
@@ -91,7 +91,8 @@ def test_nsmc_ratings_file_is_read_as_a_table_and_its_label_kept(tmp_path, tiny_
     assert run(tiny_model_dir, fixtures_dir / "ratings_test.txt", out) == 0
     table = read_output(out)
     ratings = read_ratings(fixtures_dir / "ratings_test.txt")
-    assert list(table.columns) == ["id", "document", "label", "negative", "positive", "predicted_label"]
+    assert list(table.columns) == ["id", "document", "label", "negative", "positive", "predicted_label",
+                                   "truncated"]
     assert table["label"].tolist() == [str(x) for x in ratings.labels]  # the input's own column, untouched
     assert set(table["predicted_label"]) <= {"negative", "positive"}
 
