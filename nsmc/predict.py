@@ -1,7 +1,7 @@
 """Score a file of any size with an exported model: streamed in chunks, every core busy, resumable.
 
     python -m nsmc.predict --model models/nsmc-small reviews.csv scored.csv
-    python -m nsmc.predict --model runs/x/export posts.jsonl.gz scored.jsonl --text_column_names title,body
+    python -m nsmc.predict --model runs/topics/export posts.jsonl.gz out.jsonl --text_column_names title,body
     python -m nsmc.predict --model models/nsmc-small big.tsv.gz scored.csv --resume   # after Ctrl-C
 
 Input, by extension, each optionally `.gz`: `.csv`, `.tsv`, `.jsonl` (one object a line), and `.txt`: one
