@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -110,7 +111,15 @@ def score(classifier: TextClassifier, texts: list[str], progress=None) -> np.nda
     """Probabilities for `texts`, SLICE_ROWS at a time (each slice spread over every core)."""
     probs = np.zeros((len(texts), len(classifier.label_names)), dtype=np.float32)
     for start in range(0, len(texts), SLICE_ROWS):
-        probs[start : start + SLICE_ROWS] = classifier.predict_proba(texts[start : start + SLICE_ROWS])
+        scored = classifier.submit(texts[start : start + SLICE_ROWS])
+        try:
+            probs[start : start + SLICE_ROWS] = scored.result()
+        except KeyboardInterrupt:
+            # Let the slice's passes end first: the batcher's (daemon) threads, stopped in the middle of
+            # a pass as the interpreter exits, abort the process ("terminate called without an active
+            # exception").
+            wait([scored])
+            raise
         if progress is not None:
             progress.update(min(SLICE_ROWS, len(texts) - start))
     return probs
