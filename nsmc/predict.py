@@ -309,7 +309,10 @@ def _uninterrupted():
         yield
         return
     held = []
-    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in HELD_SIGNALS}
+    previous = {s: signal.getsignal(s) for s in HELD_SIGNALS}
+    for s, handler in previous.items():
+        if handler is not signal.SIG_IGN:  # an ignored signal (nohup, a background job) stays ignored
+            signal.signal(s, lambda signum, frame: held.append(signum))
     try:
         yield
     finally:
