@@ -201,7 +201,8 @@ def report(res: dict, command: str) -> str:
         f"{eta(res['stream'])} (wall with start-up: {res['stream']['wall_s'] / 60:,.1f} min) | "
         f"{res['stream']['peak_rss_mb']:,.0f} MB ({res['stream_small']['peak_rss_mb']:,.0f} MB "
         f"for {small:,}) |",
-        f"| app.py JSON API ({res['api_clients']} clients, {res['api_batch']:,} reviews a request) | "
+        f"| app.py JSON API ({res['api_clients']} clients, {res['api_batch']:,} reviews a request, "
+        f"first {res['api']['rows']:,} reviews) | "
         f"{res['api']['reviews_per_s']:,.0f} | {eta(res['api'])} | "
         f"{res['api']['peak_rss_mb']:,.0f} MB (server) |",
         f"| tutorial `inference_fn`, one review at a time (first {res['tutorial']['rows']:,} reviews) | "
@@ -220,6 +221,7 @@ def main(argv=None) -> None:
     parser.add_argument("--api-clients", type=int, default=4)
     parser.add_argument("--api-batch", type=int, default=1000,
                         help="reviews a request (the API takes up to 5,000)")
+    parser.add_argument("--api-rows", type=int, help="rows the JSON API scores (default: --rows)")
     parser.add_argument("--tutorial-rows", type=int, default=2000)
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -244,7 +246,8 @@ def main(argv=None) -> None:
     log(f"stream: {s['reviews_per_s']:,.0f} reviews/s, peak {s['peak_rss_mb']:,.0f} MB "
         f"({small['peak_rss_mb']:,.0f} MB for a tenth)")
     log("JSON API")
-    res["api"] = json_api(args.model, source, args.api_clients, args.api_batch)
+    api_source = head(source, args.api_rows) if args.api_rows else source
+    res["api"] = json_api(args.model, api_source, args.api_clients, args.api_batch)
     log(f"JSON API: {res['api']['reviews_per_s']:,.0f} reviews/s, server peak "
         f"{res['api']['peak_rss_mb']:,.0f} MB")
     log(f"tutorial: {args.tutorial_rows:,} rows one at a time")
