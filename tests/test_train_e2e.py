@@ -23,6 +23,14 @@ def cli(*args, check=True, timeout=300) -> subprocess.CompletedProcess:
     return proc
 
 
+def cli_at_once(*commands, timeout=300) -> list[subprocess.CompletedProcess]:
+    """Several commands side by side (each spends seconds importing torch), unchecked, in order."""
+    procs = [subprocess.Popen([sys.executable, "-m", *map(str, args)], cwd=ROOT, env=ENV, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in commands]
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+
+
 def assert_clean_error(proc, *needles):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -111,15 +119,17 @@ def test_corrupt_and_missing_checkpoints_give_clear_errors(tmp_path):
 
 
 def test_user_errors_are_one_clear_message(run, tmp_path):
-    args = ["train", "configs/smoke.yaml", "--downstream_model_dir", tmp_path / "o"]
-    proc = cli(*args, "--pretrained_model_name", run["base"], "--corpus_dir", tmp_path / "nothing", check=False)
-    assert_clean_error(proc, "No NSMC train file")
-    proc = cli(*args, "--pretrained_model_name", "beomi/kcbert-base", "--corpus_dir", tmp_path, check=False)
-    assert_clean_error(proc, "Could not load", "local")
-    proc = cli(*args, "--pretrained_model_name", run["base"], "--devices", "lots", check=False)
-    assert_clean_error(proc, "--devices")
-    proc = cli(*args, "--pretrained_model_name", run["base"], "--resume", "true", check=False)
-    assert_clean_error(proc, "no ", "last.ckpt")
+    args = ["train", "configs/smoke.yaml", "--pretrained_model_name", run["base"]]
+    no_corpus, offline, devices, resume = cli_at_once(
+        [*args, "--corpus_dir", tmp_path / "nothing", "--downstream_model_dir", tmp_path / "o1"],
+        ["train", "configs/smoke.yaml", "--pretrained_model_name", "beomi/kcbert-base", "--corpus_dir", tmp_path,
+         "--downstream_model_dir", tmp_path / "o2"],
+        [*args, "--devices", "lots", "--downstream_model_dir", tmp_path / "o3"],
+        [*args, "--resume", "true", "--downstream_model_dir", tmp_path / "o4"])
+    assert_clean_error(no_corpus, "No NSMC train file")
+    assert_clean_error(offline, "Could not load", "local")
+    assert_clean_error(devices, "--devices")
+    assert_clean_error(resume, "no ", "last.ckpt")
 
 
 def test_pretrain_then_finetune(tmp_path, corpus, fixtures_dir):
@@ -201,12 +211,13 @@ def test_evaluate_own_data_prints_per_class_figures(topics_run, fixtures_dir, tm
 
 
 def test_own_data_mistakes_are_one_clear_message(fixtures_dir, tmp_path):
-    args = ["train", "configs/smoke.yaml", "--pretrained_model_name", fixtures_dir / "kcbert-tiny", "--from_scratch", "true",
-            "--downstream_model_dir", tmp_path / "o", "--cache_dir", tmp_path / "cache"]
-    proc = cli(*args, "--train_file", fixtures_dir / "topics_train.tsv", "--text_column_names", "review", check=False)
-    assert_clean_error(proc, "no column 'review', 'label'", "'id', 'text', 'topic'")
+    args = ["train", "configs/smoke.yaml", "--pretrained_model_name", fixtures_dir / "kcbert-tiny", "--from_scratch", "true"]
     # Issue 11: a comma-separated NSMC corpus names what was expected and what was found.
     (tmp_path / "nsmc").mkdir()
     (tmp_path / "nsmc" / "ratings_train.txt").write_text("id,document,label\n1,좋다,1\n", encoding="utf-8")
-    proc = cli(*args, "--corpus_dir", tmp_path / "nsmc", check=False)
-    assert_clean_error(proc, "expected NSMC's tab-separated columns id, document, label", "'id,document,label'")
+    missing_column, comma_separated = cli_at_once(
+        [*args, "--train_file", fixtures_dir / "topics_train.tsv", "--text_column_names", "review",
+         "--downstream_model_dir", tmp_path / "o1", "--cache_dir", tmp_path / "cache1"],
+        [*args, "--corpus_dir", tmp_path / "nsmc", "--downstream_model_dir", tmp_path / "o2", "--cache_dir", tmp_path / "cache2"])
+    assert_clean_error(missing_column, "no column 'review', 'label'", "'id', 'text', 'topic'")
+    assert_clean_error(comma_separated, "expected NSMC's tab-separated columns id, document, label", "'id,document,label'")
