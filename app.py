@@ -15,11 +15,9 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
 os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
-# No concurrency limit: every handler hands its texts to the classifier's one Batcher, which decides.
-# api_open=False closes /gradio_api/run/<name>, which would skip the queue and its size cap.
-QUEUE = dict(max_size=256, default_concurrency_limit=None, api_open=False)
-# 16 sessions, not 10,000: each keeps a copy of the page with its last inputs; nothing here is stateful.
-SESSIONS_KEPT, OUT_DIR_BYTES = 16, 64 * 2**20  # OUT_DIR: CSVs Gradio has already copied into its cache
+# No concurrency limit: the classifier's one Batcher decides. api_open=False closes /gradio_api/run/<name>,
+# which would skip the queue and its size cap. 16 sessions, not 10,000: nothing here is stateful.
+QUEUE, SESSIONS_KEPT = dict(max_size=256, default_concurrency_limit=None, api_open=False), 16
 
 from nsmc import guard  # noqa: E402
 
@@ -83,7 +81,6 @@ def predict_file(path: str | None) -> tuple[pd.DataFrame, str]:
         raise gr.Error("파일을 올려 주세요 (upload a .txt, .csv or .tsv file first).")
     with user_errors():
         table = score(read_reviews(path))
-    guard.trim_folder(OUT_DIR, OUT_DIR_BYTES)
     return pd.DataFrame(table), str(write_csv(table, OUT_DIR))
 
 

@@ -8,7 +8,7 @@ quiet logs, clean exits. `launch(demo, ...)` is `demo.launch(...)` with all of t
   room), and a connection that has no request in flight and starts none within `header_timeout` seconds
   is closed (idle sockets, headers sent a byte at a time).
 - `RepeatFilter`: the same error logged at most once per interval, with a count of what was dropped.
-- `temp_folder`, `trim_folder`: folders removed at exit, and kept under a size while running.
+- `temp_folder`: folders removed at exit.
 """
 
 from __future__ import annotations
@@ -278,19 +278,6 @@ def private_gradio_cache() -> None:
     Gradio app), so exit can remove it whole. Call before building the Blocks: components read it then."""
     if "GRADIO_TEMP_DIR" not in os.environ:
         os.environ["GRADIO_TEMP_DIR"] = str(temp_folder("nsmc-gradio-"))
-
-
-def trim_folder(folder: Path, max_bytes: int) -> None:
-    """Delete the oldest files under folder (and their emptied folders) until the rest fit in max_bytes."""
-    files = sorted(((p.stat().st_mtime, p.stat().st_size, p) for p in folder.rglob("*") if p.is_file()))
-    total = sum(size for _, size, _ in files)
-    for _, size, path in files:
-        if total <= max_bytes:
-            break
-        path.unlink(missing_ok=True)
-        total -= size
-        if path.parent != folder and not any(path.parent.iterdir()):
-            path.parent.rmdir()
 
 
 def launch(demo, max_body: int = MAX_BYTES, max_connections: int | None = None,

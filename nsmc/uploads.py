@@ -18,6 +18,7 @@ MAX_BYTES = 2 * 1024 * 1024  # 2 MB: ~15,000 NSMC-sized reviews, a few seconds o
 MAX_ROWS = 5_000  # texts a call, for every way in (upload, /predict_batch, the JSON API)
 COLUMN = "document"
 SUFFIXES = (".txt", ".csv", ".tsv")
+KEEP_BYTES = 64 * 2**20  # written CSVs kept for download; Gradio has copied each into its cache already
 
 
 def _decode(data: bytes, name: str) -> str:
@@ -88,6 +89,19 @@ def read_reviews(path: str | Path, max_bytes: int = MAX_BYTES, max_rows: int = M
     return reviews
 
 
+def trim_folder(folder: Path, max_bytes: int) -> None:
+    """Delete the oldest files under folder (and their emptied folders) until the rest fit in max_bytes."""
+    files = sorted(((p.stat().st_mtime, p.stat().st_size, p) for p in folder.rglob("*") if p.is_file()))
+    total = sum(size for _, size, _ in files)
+    for _, size, path in files:
+        if total <= max_bytes:
+            break
+        path.unlink(missing_ok=True)
+        total -= size
+        if path.parent != folder and not any(path.parent.iterdir()):
+            path.parent.rmdir()
+
+
 FORMULA_START = tuple("=+-@|\t\r＝＋－＠")  # full-width forms too: some spreadsheets read them as ASCII
 
 
@@ -99,8 +113,10 @@ def _defuse(value):
     return value
 
 
-def write_csv(rows: list[dict], folder: str | Path) -> Path:
-    """folder/<unique>/predictions.csv, in UTF-8 with a byte-order mark so that Excel shows Hangul."""
+def write_csv(rows: list[dict], folder: str | Path, keep_bytes: int = KEEP_BYTES) -> Path:
+    """folder/<unique>/predictions.csv, in UTF-8 with a byte-order mark so that Excel shows Hangul; older
+    files go first so that the folder stays under keep_bytes."""
+    trim_folder(Path(folder), keep_bytes)
     path = Path(folder) / uuid.uuid4().hex / "predictions.csv"
     path.parent.mkdir(parents=True)
     rows = [{k: _defuse(v) for k, v in row.items()} for row in rows]
