@@ -211,16 +211,6 @@ def test_repeated_errors_are_logged_once_per_interval(monkeypatch):
         "socket.accept() out of system resource (499 more like this in the last 60 s)"]
 
 
-def test_trim_folder_keeps_the_newest_files_within_the_size(tmp_path):
-    for i in range(5):
-        (tmp_path / f"run{i}").mkdir()
-        path = tmp_path / f"run{i}" / "predictions.csv"
-        path.write_bytes(b"x" * 100)
-        os.utime(path, (1000 + i, 1000 + i))
-    guard.trim_folder(tmp_path, 250)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run3", "run4"]  # emptied folders go too
-
-
 def test_temp_folders_are_removed_at_exit(tmp_path):
     code = ("from nsmc import guard; import os; guard.private_gradio_cache(); "
             "p = guard.temp_folder('nsmc-app-'); (p / 'x.csv').write_text('x'); "
