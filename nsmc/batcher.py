@@ -25,6 +25,7 @@ import numpy as np
 from nsmc.errors import UserError
 
 TRIM_SECONDS = 1.0  # at most one hand-back of freed memory to the OS a second (~1 ms each)
+MAX_WASTE = 2.0  # a pass is padded to its longest text: at most twice the real text (passes, merges)
 
 
 class Busy(UserError):
@@ -42,7 +43,11 @@ def _malloc_trim() -> Callable[[], object]:
     return (lambda: trim(0)) if trim else (lambda: None)
 
 
-def passes(lengths: list[int], batch_size: int, max_waste: float = 2.0) -> list[list[int]]:
+def pads_little(lengths: list[int]) -> bool:
+    return len(lengths) * max(lengths, default=0) <= MAX_WASTE * sum(lengths)
+
+
+def passes(lengths: list[int], batch_size: int, max_waste: float = MAX_WASTE) -> list[list[int]]:
     """Indices grouped into forward passes: sorted by length, at most `batch_size` a pass, and a new
     pass rather than one padded to more than `max_waste` times its real length."""
     groups: list[list[int]] = []
@@ -94,7 +99,9 @@ class Batcher:
         return request.future
 
     def _take(self) -> tuple[list[tuple[_Request, list[int]]], bool]:
-        """The next chunk of the request at the head, plus whole small requests behind it that fit."""
+        """The next chunk of the request at the head, plus whole small requests in line that fit in its pass
+        without padding it to more than MAX_WASTE times its texts (a 100-character review padded beside
+        ten short ones would cost more than its own pass)."""
         with self._ready:
             while True:
                 while not self._line:
@@ -106,16 +113,18 @@ class Batcher:
                 taken = [(request, request.chunks.popleft())]
                 if request.chunks:
                     self._line.append(request)
-                size = len(taken[0][1])
-                while self._line and not self._line[0].started and len(self._line[0].chunks) == 1:
-                    nxt = self._line[0]
-                    if size + len(nxt.chunks[0]) > self.max_batch:
-                        break
-                    self._line.popleft()
+                lengths = [len(request.texts[i]) for i in taken[0][1]]
+                for nxt in list(self._line):  # whole small requests that pad little in this pass
+                    if nxt.started or len(nxt.chunks) != 1:
+                        continue
+                    merged = lengths + [len(nxt.texts[i]) for i in nxt.chunks[0]]
+                    if len(merged) > self.max_batch or not pads_little(merged):
+                        continue
+                    self._line.remove(nxt)
                     if nxt.future.set_running_or_notify_cancel():
                         nxt.started = True
                         taken.append((nxt, nxt.chunks.popleft()))
-                        size += len(taken[-1][1])
+                        lengths = merged
                 wide = self._running == 0 and not self._line
                 if self._line:
                     self._ready.notify()  # more work: wake another worker

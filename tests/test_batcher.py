@@ -62,6 +62,16 @@ def test_small_requests_waiting_together_share_one_pass_up_to_max_batch():
     assert batcher.passes == 4
 
 
+def test_a_long_text_waiting_gets_its_own_pass_rather_than_padding_short_ones():
+    score, batcher, held = held_batcher(max_batch=8)
+    futures = [batcher.submit(["a" * 4, "a" * 4]), batcher.submit(["b" * 100]), batcher.submit(["c" * 5])]
+    score.gate.set()
+    for f in [held, *futures]:
+        f.result(timeout=5)
+    # The two short ones share a pass; the long one, between them in line, is not padded into it.
+    assert score.calls[1:] == [["a" * 4, "a" * 4, "c" * 5], ["b" * 100]]
+
+
 def test_a_big_request_is_cut_and_a_small_one_goes_between_its_chunks():
     score, batcher, held = held_batcher(max_batch=4)
     big = batcher.submit([f"big{i:02d}" for i in range(40)])  # 10 chunks of 4
