@@ -102,8 +102,9 @@ with gr.Blocks(title=page.title, delete_cache=(3600, 3600)) as demo:
         gr.on([button.click, text.submit], predict, text, label, api_name="predict").then(
             explain, text, [why, note], api_name="explain")
     with gr.Tab("여러 개 · Batch"):
-        gr.Markdown(f"`.txt` (한 줄에 하나, one a line) 또는 `document` 열이 있는 `.csv`/`.tsv`. 최대 {MAX_ROWS:,}개, "
-                    f"{MAX_BYTES // 2**20} MB (at most {MAX_ROWS:,} texts, {MAX_BYTES // 2**20} MB).")
+        gr.Markdown(f"`.txt` (한 줄에 하나, one a line) 또는 `document` 열이 있는 `.csv`/`.tsv`. "
+                    f"최대 {MAX_ROWS:,}개, {MAX_BYTES // 2**20} MB (at most {MAX_ROWS:,} texts, "
+                    f"{MAX_BYTES // 2**20} MB).")
         upload = gr.File(label="파일 (file)", file_types=[".txt", ".csv", ".tsv"], type="filepath")
         run = gr.Button("분석하기 (Analyze)", variant="primary")
         table = gr.Dataframe(label="결과 (predictions)", interactive=False, wrap=True)

@@ -286,7 +286,7 @@ def launch(demo, max_body: int = MAX_BYTES, max_connections: int | None = None,
     whole request), login before bodies, bounded connections, rate-limited error logs, and a SIGTERM or
     SIGINT that removes the temporary folders before leaving. NSMC_MAX_CONNECTIONS and
     NSMC_HEADER_TIMEOUT override the connection settings."""
-    max_upload = int(launch_kwargs.get("max_file_size") or max_body) + MULTIPART_SLACK  # bytes, as app.py gives
+    max_upload = int(launch_kwargs.get("max_file_size") or max_body) + MULTIPART_SLACK  # bytes
     app_kwargs = dict(launch_kwargs.pop("app_kwargs", None) or {})
     app_kwargs.setdefault("openapi_url", None)  # FastAPI's schema of Gradio's internal routes: not needed
     app_kwargs["middleware"] = [*app_kwargs.get("middleware", []),

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from nsmc.api import parse_login
+from nsmc.cli import command_errors
 from nsmc.errors import UserError
 from nsmc.inference import TextClassifier
 from nsmc.runtime import DEFAULT_RUNTIME, HELP, RUNTIMES
@@ -32,22 +32,21 @@ def parse_args(argv: list[str], description: str = "") -> argparse.Namespace:
     p.add_argument("--auth", default=os.environ.get("GRADIO_AUTH"),
                    help="require a login, USER:PASSWORD (default: $GRADIO_AUTH)")
     args = p.parse_args(argv)
-    try:
+    with command_errors("app.py"):
         args.auth = parse_login(args.auth)
-    except UserError as e:
-        sys.exit(f"app.py: {e}")
     return args
 
 
 def load(args: argparse.Namespace, default_model: Path) -> TextClassifier:
     """The model to serve (`default_model` unless told otherwise), or exit with what to do."""
+    with command_errors("app.py"):
+        return _load(args, default_model)
+
+
+def _load(args: argparse.Namespace, default_model: Path) -> TextClassifier:
     if args.model is None and not default_model.exists():
-        sys.exit("app.py: no model to serve yet: the default models/nsmc-small/ does not exist.\n"
-                 "  Train and export one:   python -m train     (see README: it writes the exported folder)\n"
-                 "  or serve another one:   python app.py --model PATH   (an exported folder or a .ckpt),\n"
-                 "                          or set MODEL_DIR=PATH")
-    try:
-        return TextClassifier.load(args.model or default_model, base_model=args.base_model,
-                                   runtime=args.runtime)
-    except UserError as e:
-        sys.exit(f"app.py: {e}")
+        raise UserError("no model to serve yet: the default models/nsmc-small/ does not exist.\n"
+                        "  Train and export one:  python -m train   (README: it writes the exported folder)\n"
+                        "  or serve another one:  python app.py --model PATH  (an exported folder or .ckpt),\n"
+                        "                         or set MODEL_DIR=PATH")
+    return TextClassifier.load(args.model or default_model, base_model=args.base_model, runtime=args.runtime)

@@ -45,6 +45,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from nsmc.cli import command_errors
 from nsmc.corpus import open_text
 from nsmc.errors import UserError
 from nsmc.inference import MAX_CHARS, TextClassifier, as_text, is_blank, rows
@@ -500,12 +501,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    try:
+    with command_errors("nsmc.predict"):  # Ctrl-C once writing: run() says how to resume
         run(parse_args(argv), argv)
-    except UserError as e:
-        sys.exit(f"nsmc.predict: {e}")
-    except KeyboardInterrupt:  # while loading or reading; once writing, run() says how to resume
-        sys.exit("nsmc.predict: interrupted; nothing new was written.")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from nsmc.cli import command_errors
 from nsmc.errors import UserError
 from nsmc.inference import TextClassifier, set_threads
 from nsmc.predict import DEFAULT_COLUMN, column_names, joined_texts, scored_frame
@@ -118,10 +119,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    with command_errors("nsmc.predict_ray"):
+        score_with_ray(args)
+    print(f"Wrote the scored rows to {args.output}/ ({args.output_format}).")
+
+
+def score_with_ray(args: argparse.Namespace) -> None:
     try:
         import ray
     except ImportError:
-        sys.exit("nsmc.predict_ray: Ray is not installed: pip install -r requirements-ray.txt")
+        raise UserError("Ray is not installed: pip install -r requirements-ray.txt") from None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray reports usage to Anyscale unless told not to
     if args.address:
         ray.init(address=args.address)
@@ -132,11 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         cpus = args.cpus_per_worker or (None if args.address else max(1, usable_cores() - 1))
         run(args.model, args.input, args.output, args.text_column_names, args.runtime, args.base_model,
             args.workers, cpus, args.batch_rows, args.input_format, args.output_format)
-    except UserError as e:
-        sys.exit(f"nsmc.predict_ray: {e}")
     finally:
         ray.shutdown()
-    print(f"Wrote the scored rows to {args.output}/ ({args.output_format}).")
 
 
 if __name__ == "__main__":

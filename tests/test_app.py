@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app_server import ROOT, app_env
+from nsmc.cli import EXIT_USER_ERROR
 
 POS, NEG = "긍정 (positive)", "부정 (negative)"
 
@@ -178,19 +179,19 @@ def failed_starts(tiny_model_dir, tmp_path_factory):
 
 def test_missing_model_dir_is_a_clear_error(failed_starts):
     rc, err = failed_starts["missing_dir"]
-    assert rc != 0 and "No model at" in err and "python -m train" in err
+    assert rc == EXIT_USER_ERROR and "No model at" in err and "python -m train" in err
     assert "Traceback" not in err
 
 
 def test_missing_default_model_says_how_to_train(failed_starts):
     rc, err = failed_starts["missing_default"]
-    assert rc != 0 and "python -m train" in err and "--model PATH" in err and "MODEL_DIR" in err
+    assert rc == EXIT_USER_ERROR and "python -m train" in err and "--model PATH" in err and "MODEL_DIR" in err
     assert "Traceback" not in err
 
 
 def test_bad_auth_value_is_refused(failed_starts):
     rc, err = failed_starts["bad_auth"]
-    assert rc != 0 and "USER:PASSWORD" in err and "Traceback" not in err
+    assert rc == EXIT_USER_ERROR and "USER:PASSWORD" in err and "Traceback" not in err
 
 
 def test_import_loads_model_from_env_without_lightning(failed_starts, tiny_model_dir):

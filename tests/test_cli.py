@@ -1,4 +1,4 @@
-"""train/cli.py: every command ends a user's mistake in a short message and exit status 2, and leaves no
+"""nsmc/cli.py: every command ends a user's mistake in a short message and exit status 2, and leaves no
 half-made run folder; the messages of the mistakes a new user makes first (no corpus, no network, the
 smoke preset before its base model exists)."""
 
@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from conftest import ROOT, make_tiny_model
+from nsmc.cli import EXIT_USER_ERROR
 from nsmc.errors import UserError
-from train.cli import EXIT_USER_ERROR
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
 # No network, whatever the machine has: urllib (Korpora's download) goes through a proxy that refuses.
@@ -54,7 +54,7 @@ def test_every_command_ends_a_mistake_in_one_message(command, tmp_path):
 
 
 def test_a_run_folder_that_was_there_is_kept_and_a_run_with_checkpoints_is_named(tmp_path, capsys):
-    from train.cli import command_errors
+    from nsmc.cli import command_errors
 
     kept, trained = tmp_path / "kept", tmp_path / "trained"
     (kept / "checkpoints").mkdir(parents=True)
@@ -74,7 +74,7 @@ def test_a_run_folder_that_was_there_is_kept_and_a_run_with_checkpoints_is_named
 
 
 def test_an_interrupted_run_says_how_to_continue_and_an_empty_new_one_goes(tmp_path, capsys):
-    from train.cli import EXIT_INTERRUPTED, command_errors
+    from nsmc.cli import EXIT_INTERRUPTED, command_errors
 
     resumed, fresh = tmp_path / "resumed", tmp_path / "fresh"
     (resumed / "checkpoints").mkdir(parents=True)

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from nsmc import predict
+from nsmc.cli import EXIT_USER_ERROR
 from nsmc.corpus import read_ratings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +34,8 @@ def reviews(fixtures_dir) -> list[str]:
     return read_ratings(fixtures_dir / "ratings_test.txt").documents[:60]
 
 
-def run(model, *args) -> int | str | None:
-    """The command, in-process: its exit code, or the message it exits with."""
+def run(model, *args) -> int | None:
+    """The command, in-process: its exit code."""
     try:
         predict.main(["--model", str(model), "--runtime", "torch", *map(str, args)])
     except SystemExit as e:
@@ -143,16 +144,18 @@ def test_resume_after_an_interruption_scores_no_row_twice(tmp_path, tiny_model_d
     assert f"Wrote {len(reviews)} rows" in capsys.readouterr().out
 
 
-def test_resume_refuses_another_job(tmp_path, tiny_model_dir, reviews, monkeypatch):
+def test_resume_refuses_another_job(tmp_path, capsys, tiny_model_dir, reviews, monkeypatch):
     src = write(tmp_path / "in.csv", as_csv([{"document": r} for r in reviews]))
     out = tmp_path / "out.csv"
     monkeypatch.setattr(predict, "score", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     assert run(tiny_model_dir, src, out) == 130
     before = out.read_bytes()
-    message = run(tiny_model_dir, src, out, "--resume", "--runtime", "onnx")
-    assert "out.csv was begun with another runtime (runtime torch)" in message
+    capsys.readouterr()
+    assert run(tiny_model_dir, src, out, "--resume", "--runtime", "onnx") == EXIT_USER_ERROR
+    assert "out.csv was begun with another runtime (runtime torch)" in capsys.readouterr().err
     write(src, as_csv([{"document": r} for r in reviews[:5]]))  # the input changed
-    assert "was begun with another input_size" in run(tiny_model_dir, src, out, "--resume")
+    assert run(tiny_model_dir, src, out, "--resume") == EXIT_USER_ERROR
+    assert "was begun with another input_size" in capsys.readouterr().err
     assert out.read_bytes() == before
 
 
@@ -241,14 +244,15 @@ ONE = "document\n좋다\n"
      "out.csv exists. Add --resume to continue an interrupted run, or --overwrite to replace it."),
     ("in.csv", ONE, "out.csv", "old", ["--resume"], "out.csv exists but has no progress file"),
 ])
-def test_mistakes_get_one_line_and_no_traceback(tmp_path, tiny_model_dir, source, content, target, old, args,
-                                                message):
+def test_mistakes_get_one_line_and_no_traceback(tmp_path, capsys, tiny_model_dir, source, content, target, old,
+                                                args, message):
     if content is not None:
         write(tmp_path / source, content)
     if old is not None:
         write(tmp_path / target, old)
     code = run(tiny_model_dir, tmp_path / source, tmp_path / target, *args)
-    assert isinstance(code, str) and code.startswith("nsmc.predict: ") and message in code, code
+    err = capsys.readouterr().err
+    assert code == EXIT_USER_ERROR and err.startswith("nsmc.predict: ") and message in err, (code, err)
     if old is None:  # nothing half-made
         assert not (tmp_path / target).exists() and not predict.progress_path(tmp_path / target).exists()
     else:

@@ -125,7 +125,7 @@ def device_name(trainer) -> str:
 
 
 def main(argv=None) -> None:
-    from train.cli import command_errors
+    from nsmc.cli import command_errors
     from train.config import TrainConfig, parse
 
     with command_errors() as outputs:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nsmc.cli import command_errors
 from nsmc.errors import UserError
-from train.cli import command_errors
 
 BUCKETS = [(0, 10), (10, 20), (20, 40), (40, 80), (80, 10**9)]  # characters; NSMC reviews are < 140
 

@@ -18,8 +18,8 @@ import torch
 import yaml
 
 from nsmc import loading
+from nsmc.cli import command_errors
 from nsmc.corpus import LABELS
-from train.cli import command_errors
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

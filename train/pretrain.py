@@ -164,7 +164,7 @@ def run(cfg) -> dict:
 
 
 def main(argv=None) -> None:
-    from train.cli import command_errors
+    from nsmc.cli import command_errors
     from train.config import PretrainConfig, parse
 
     with command_errors() as outputs:

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from nsmc import corpus
+from nsmc.cli import command_errors
 from nsmc.inference import TextClassifier
 from nsmc.runtime import DEFAULT_RUNTIME, RUNTIMES
-from train.cli import command_errors
 from train.data import split_train_val
 
 

@@ -40,7 +40,7 @@ def read_texts(paths) -> list[str]:
 
 def main(argv=None) -> None:
     from nsmc.errors import UserError
-    from train.cli import command_errors
+    from nsmc.cli import command_errors
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")

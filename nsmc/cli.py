@@ -1,4 +1,5 @@
-"""The one error handling of every command (`python -m train`, `.pretrain`, `.evaluate`, `.export`, `.vocab`).
+"""The one error handling of every command (`app.py`, `python -m nsmc.predict`, `python -m train`, its
+`.pretrain`, `.evaluate`, `.export`, `.vocab`, `.pseudo_label`).
 
 A UserError (a mistake the user can fix) ends in its message and exit status 2, not a traceback. A run
 folder the command created and filled with no checkpoint is removed, so no half-made run is left behind;
@@ -43,15 +44,15 @@ class Outputs:
 
 
 @contextmanager
-def command_errors():
+def command_errors(prog: str = "error"):
     """`with command_errors() as outputs:` around a command's body; `outputs.watch(folder)` for each
-    folder it writes."""
+    folder it writes. Messages start with `prog:`."""
     outputs = Outputs()
     try:
         yield outputs
     except UserError as e:
         note = outputs.tidy()
-        print(f"error: {e}" + (f"\n{note}" if note else ""), file=sys.stderr)
+        print(f"{prog}: {e}" + (f"\n{note}" if note else ""), file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         note = outputs.tidy(interrupted=True)
