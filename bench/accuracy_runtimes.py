@@ -80,14 +80,14 @@ def main(argv=None) -> None:
     )
     lines = ["## Runtime accuracy", "",
              f"Command: `{command}`  ",
-             f"Model: `{model_dir}`; {len(texts):,} reviews of `{Path(args.data).name}`; "
-             f"reference: {runtimes[0]}; {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M')} UTC "
-             f"on {m['cpu']} ({m['cores']} cores), torch {m['torch']}, onnxruntime {m['onnxruntime']}  ",
-             f"Rule: a runtime may become the default only if its accuracy is at most {MAX_DROP_POINTS} "
-             f"points below {runtimes[0]}'s. The reviews/s column comes from runtimes run one after "
-             "another, not interleaved: a rough guide only (see ## Speed).", "",
-             f"| runtime | accuracy | change (points) | agreement with {runtimes[0]} | predictions flipped "
-             "| max / mean abs prob diff | reviews/s (batches of 32) | may be default |",
+             (f"Model: `{model_dir}`; {len(texts):,} reviews of `{Path(args.data).name}`; "
+              f"reference: {runtimes[0]}; {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M')} UTC "
+              f"on {m['cpu']} ({m['cores']} cores), torch {m['torch']}, onnxruntime {m['onnxruntime']}  "),
+             (f"Rule: a runtime may become the default only if its accuracy is at most {MAX_DROP_POINTS} "
+              f"points below {runtimes[0]}'s. The reviews/s column comes from runtimes run one after "
+              "another, not interleaved: a rough guide only (see ## Speed)."), "",
+             (f"| runtime | accuracy | change (points) | agreement with {runtimes[0]} | predictions flipped "
+              "| max / mean abs prob diff | reviews/s (batches of 32) | may be default |"),
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for rt, r in rows.items():
         lines.append(f"| {rt} | {r['accuracy']:.2%} | {(r['accuracy'] - base) * 100 + 0.0:+.2f} "
