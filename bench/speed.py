@@ -121,7 +121,7 @@ def kcbert_model() -> Path:
             pad_token_id=tok.pad_token_id,
             num_labels=2,
             id2label=dict(enumerate(LABELS)),
-            label2id={l: i for i, l in enumerate(LABELS)},
+            label2id={label: i for i, label in enumerate(LABELS)},
         )
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -203,8 +203,8 @@ def bench_inference(
     res["params_m"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
     tut = TutorialInference(model, slow_tokenizer(slow_vocab_for(model_dir, fast)))
     res["memory_load_mb"]["tutorial"] = round((mem.rss() - rss0) / MB)
-    variants = {"tutorial": lambda texts: tut.predict_proba(texts)}
-    single = {"tutorial": lambda t: tut.inference_fn(t)}
+    variants = {"tutorial": tut.predict_proba}
+    single = {"tutorial": tut.inference_fn}
     clfs = {}
     for rt in runtimes:
         before = mem.rss()
@@ -302,7 +302,7 @@ def bench_train(name: str, model_dir: Path, mem: MemWatch, args) -> dict:
     model.train()  # dropout on, as in training
     slow = slow_tokenizer(slow_vocab_for(model_dir, fast))
     max_len = min(128, model.config.max_position_embeddings)
-    examples = [ClassificationExample(text_a=t, label=str(l)) for t, l in zip(texts, labels)]
+    examples = [ClassificationExample(text_a=t, label=str(label)) for t, label in zip(texts, labels)]
     features = convert_examples_to_features(
         examples, slow, TutorialArgs(downstream_corpus_root_dir=""), ["0", "1"]
     )
@@ -323,22 +323,22 @@ def bench_train(name: str, model_dir: Path, mem: MemWatch, args) -> dict:
     steps = {"tutorial": args.train_steps, "ours": args.train_steps_ours}
     its = {"tutorial": tut_iter, "ours": ours_iter}
 
-    def block(way: str, n: int) -> tuple[float, list[int]]:
+    def block(model, optimizer, batches, n: int) -> tuple[float, list[int]]:
         widths = []
         t0 = time.perf_counter()
         for _ in range(n):
-            batch = next(its[way])
+            batch = next(batches)
             widths.append(int(batch["input_ids"].shape[1]))
             training_step(model, optimizer, batch)
         return n * bs / (time.perf_counter() - t0), widths
 
     for way in steps:  # warm-up (allocations, optimizer state)
-        block(way, 1)
+        block(model, optimizer, its[way], 1)
     rates, widths = {w: [] for w in steps}, {w: [] for w in steps}
     for r in range(args.train_repeats):
         for way in ("tutorial", "ours") if r % 2 == 0 else ("ours", "tutorial"):
             with mem.track((name, "train", way)):
-                rate, w = block(way, steps[way])
+                rate, w = block(model, optimizer, its[way], steps[way])
             rates[way].append(rate)
             widths[way] += w
             log(f"{name} train {way}: {rate:.1f} reviews/s (mean width {np.mean(w):.0f})")
@@ -403,7 +403,8 @@ def prep_worker(args) -> None:
 def vm_hwm() -> int:
     """Peak RSS of this process (VmHWM; not ru_maxrss, which after fork + exec starts at the parent's
     peak)."""
-    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
 
 
 def serve_mem_worker(args) -> None:
@@ -435,10 +436,10 @@ def child(worker: str, *extra: str) -> dict:
     out = subprocess.run(
         cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "true"}
     )
-    line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
-    if out.returncode or line is None:
+    result = next((line for line in out.stdout.splitlines() if line.startswith("RESULT ")), None)
+    if out.returncode or result is None:
         raise RuntimeError(f"{worker} failed ({out.returncode}): {out.stderr[-2000:]}")
-    return json.loads(line[7:])
+    return json.loads(result[7:])
 
 
 def bench_serve_memory(name: str, model_dir: Path, reviews: list[str], runtimes: list[str]) -> dict:
@@ -504,7 +505,7 @@ def machine() -> dict:
     import transformers
 
     cpu = next(
-        (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
         platform.processor(),
     )
     return {
@@ -712,7 +713,7 @@ def write_section(text: str, path: Path = RESULTS, heading: str = "## Speed") ->
     """Replace the section `heading` (up to the next `## ` heading), keeping every other section."""
     old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
     lines = old.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.rstrip() == heading), None)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
     if start is None:
         new = old.rstrip("\n") + "\n\n" + text
     else:

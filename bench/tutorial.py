@@ -92,7 +92,8 @@ def convert_examples_to_features(examples, tokenizer, args: TutorialArgs, label_
     # ratsnlp passed (text_a, text_b) pairs; transformers 5's slow tokenizer rejects a None second text,
     # which older versions dropped, so single texts go in as themselves (the same ids).
     batch_encoding = tokenizer(
-        [(example.text_a, example.text_b) if example.text_b is not None else example.text_a for example in examples],
+        [(example.text_a, example.text_b) if example.text_b is not None else example.text_a
+         for example in examples],
         max_length=args.max_seq_length, padding="max_length", truncation=True,
     )
     features = []
@@ -103,15 +104,17 @@ def convert_examples_to_features(examples, tokenizer, args: TutorialArgs, label_
 
 
 def cached_features_file(args: TutorialArgs, tokenizer, mode: str) -> Path:
-    return Path(args.downstream_corpus_root_dir) / args.downstream_corpus_name / "cached_{}_{}_{}_{}_{}".format(
-        mode, tokenizer.__class__.__name__, args.max_seq_length, args.downstream_corpus_name, args.downstream_task_name)
+    name = "cached_{}_{}_{}_{}_{}".format(mode, tokenizer.__class__.__name__, args.max_seq_length,
+                                          args.downstream_corpus_name, args.downstream_task_name)
+    return Path(args.downstream_corpus_root_dir) / args.downstream_corpus_name / name
 
 
 class ClassificationDataset(torch.utils.data.Dataset):
     """`corpus_dir` holds ratings_{mode}.txt(.gz); the cache goes under args.downstream_corpus_root_dir
     (the tutorial kept both in one folder; the benchmark keeps its cache out of the shared data)."""
 
-    def __init__(self, args: TutorialArgs, tokenizer, corpus, corpus_dir, mode: str = "train", limit: int | None = None):
+    def __init__(self, args: TutorialArgs, tokenizer, corpus, corpus_dir, mode: str = "train",
+                 limit: int | None = None):
         from filelock import FileLock
 
         self.corpus = corpus
@@ -123,7 +126,8 @@ class ClassificationDataset(torch.utils.data.Dataset):
                 self.from_cache = True
             else:
                 examples = corpus.get_examples(corpus_dir, mode, limit)
-                self.features = convert_examples_to_features(examples, tokenizer, args, label_list=corpus.get_labels())
+                self.features = convert_examples_to_features(examples, tokenizer, args,
+                                                             label_list=corpus.get_labels())
                 torch.save(self.features, path)
                 self.from_cache = False
 
@@ -155,7 +159,8 @@ def data_collator(features):
 def train_loader(dataset, batch_size: int = 32, seed: int = 0):
     """The tutorial's training DataLoader: RandomSampler + data_collator (num_workers 0 here, as for ours)."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=torch.utils.data.RandomSampler(dataset, generator=generator),
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size,
+                                       sampler=torch.utils.data.RandomSampler(dataset, generator=generator),
                                        collate_fn=data_collator, drop_last=False, num_workers=0)
 
 
@@ -166,7 +171,8 @@ class TutorialInference:
         self.model, self.tokenizer, self.max_seq_length = model.eval(), tokenizer, max_seq_length
 
     def inference_fn(self, sentence: str) -> dict:
-        inputs = self.tokenizer([sentence], max_length=self.max_seq_length, padding="max_length", truncation=True)
+        inputs = self.tokenizer([sentence], max_length=self.max_seq_length, padding="max_length",
+                                truncation=True)
         with torch.no_grad():
             outputs = self.model(**{k: torch.tensor(v) for k, v in inputs.items()})
             prob = outputs.logits.softmax(dim=1)
@@ -178,7 +184,8 @@ class TutorialInference:
                 "negative_width": f"{negative_prob * 100}%"}
 
     def predict_proba(self, sentences: list[str]):
-        inputs = self.tokenizer(sentences, max_length=self.max_seq_length, padding="max_length", truncation=True)
+        inputs = self.tokenizer(sentences, max_length=self.max_seq_length, padding="max_length",
+                                truncation=True)
         with torch.no_grad():
             outputs = self.model(**{k: torch.tensor(v) for k, v in inputs.items()})
             return outputs.logits.softmax(dim=1).numpy()

@@ -1,8 +1,8 @@
 """Predict and explain with an exported model: the one path the app, evaluation and benchmarks share.
 
     clf = TextClassifier.load("models/nsmc-small")
-    clf.predict_proba(["정말 재밌었다", "시간 아깝다"])   # np.ndarray (n, labels), columns in label_names order
-    clf.explain("정말 재밌었다").highlights             # for gr.HighlightedText
+    clf.predict_proba(["정말 재밌었다", "시간 아깝다"])  # np.ndarray (n, labels), in label_names order
+    clf.explain("정말 재밌었다").highlights            # for gr.HighlightedText
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ NSMC = Page(
 
 
 def truncated_note(max_chars: int = MAX_CHARS) -> str:
-    return f"⚠️ {max_chars:,}자가 넘어 앞부분만 분석했습니다 (over {max_chars:,} characters: only the start was analysed)."
+    return (f"⚠️ {max_chars:,}자가 넘어 앞부분만 분석했습니다 "
+            f"(over {max_chars:,} characters: only the start was analysed).")
 
 
 def card_title(folder: Path | None) -> str | None:

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # bench/app_server.py: the app launcher tests share
 
-TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=128)
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +47,8 @@ def make_tiny_model(out_dir: Path, tokenizer, seed: int = 0, labels=None, **over
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=len(labels),
-        id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)}, **{**TINY_BERT, **overrides},
+        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+        **{**TINY_BERT, **overrides},
     )
     BertForSequenceClassification(config).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

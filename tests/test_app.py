@@ -259,7 +259,8 @@ def three_label_app(tmp_path_factory, tiny_tokenizer):
     folder = make_tiny_model(tmp_path_factory.mktemp("three") / "export", tiny_tokenizer,
                              labels=["sad", "calm", "happy"])
     (folder / "README.md").write_text("---\nlicense: mit\n---\n# Moods of Korean diaries\n", encoding="utf-8")
-    (folder / "examples.json").write_text(json.dumps(["오늘은 기분이 좋다", 7, "비가 와서 우울하다"]), encoding="utf-8")
+    (folder / "examples.json").write_text(json.dumps(["오늘은 기분이 좋다", 7, "비가 와서 우울하다"]),
+                                         encoding="utf-8")
     log = tmp_path_factory.mktemp("three-app") / "app.log"
     with running_app(folder, log, "--runtime", "torch") as (url, _):  # the runtime is not under test here
         yield url
@@ -284,7 +285,8 @@ def test_a_three_label_model_serves_three_scores_everywhere(three_label_app, tmp
     assert table["headers"] == ["document", "sad", "calm", "happy", "label", "truncated"]
     highlights, _ = client.predict("오늘은 기분이 좋다", api_name="/explain")
     assert "".join(h["token"] for h in highlights) == "오늘은 기분이 좋다"
-    req = urllib.request.Request(url + "api/predict", data=json.dumps({"text": "좋다"}).encode(), method="POST")
+    req = urllib.request.Request(url + "api/predict", data=json.dumps({"text": "좋다"}).encode(),
+                                 method="POST")
     with urllib.request.urlopen(req, timeout=30) as r:
         [p] = json.loads(r.read())["predictions"]
     assert set(p["scores"]) == names and p["label"] == max(p["scores"], key=p["scores"].get)

@@ -15,7 +15,8 @@ import pytest
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
+CHROMEDRIVER = shutil.which("chromedriver") or (
+    "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
 
 try:
     import selenium  # noqa: F401
@@ -24,8 +25,10 @@ except ImportError:
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                       reason="Chromium or chromedriver not installed (apt-get install -y chromium chromium-driver)"),
-    pytest.mark.skipif(selenium is None, reason="selenium not installed (pip install -r requirements-train.txt)"),
+                       reason="Chromium or chromedriver not installed "
+                              "(apt-get install -y chromium chromium-driver)"),
+    pytest.mark.skipif(selenium is None,
+                       reason="selenium not installed (pip install -r requirements-train.txt)"),
 ]
 
 
@@ -70,7 +73,8 @@ def test_type_submit_and_read_the_label(app_server, browser):
 
     label_text = browser.find_element(By.ID, "sentiment").text
     assert verdict in label_text
-    assert "긍정 (positive)" in label_text and "부정 (negative)" in label_text and "%" in label_text  # both bars
+    # both bars
+    assert "긍정 (positive)" in label_text and "부정 (negative)" in label_text and "%" in label_text
     # The markup in the review is shown as text, never run or rendered.
     assert "<img" in why and browser.title == title != "pwned"
     assert not browser.find_elements(By.CSS_SELECTOR, "#why img")

@@ -22,12 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def same(a: Encoded, b: Encoded) -> bool:
-    return all(np.array_equal(x, y) for x, y in ((a.ids, b.ids), (a.offsets, b.offsets), (a.labels, b.labels)))
+    pairs = ((a.ids, b.ids), (a.offsets, b.offsets), (a.labels, b.labels))
+    return all(np.array_equal(x, y) for x, y in pairs)
 
 
 @pytest.fixture(scope="module")
 def encoded(tiny_tokenizer) -> Encoded:
-    return encode(["정말 재밌었다", "시간 아깝다", "", "배우들 연기가 좋았어요 " * 5], tiny_tokenizer, 32, labels=[1, 0, 1, 0])
+    return encode(["정말 재밌었다", "시간 아깝다", "", "배우들 연기가 좋았어요 " * 5], tiny_tokenizer, 32,
+                  labels=[1, 0, 1, 0])
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +139,8 @@ WRITER = textwrap.dedent("""
 def test_sigkill_during_writes_never_leaves_a_corrupt_cache(tmp_path):
     path = tmp_path / "c.npz"
     for attempt in range(5):  # kill at different moments
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=ROOT, stdout=subprocess.PIPE,
+                                text=True)
         for _ in range(2 + attempt):
             proc.stdout.readline()  # a couple of complete writes
         time.sleep(0.003 * attempt)

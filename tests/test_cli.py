@@ -67,7 +67,8 @@ def test_a_run_folder_that_was_there_is_kept_and_a_run_with_checkpoints_is_named
             (trained / "checkpoints" / "last.ckpt").write_bytes(b"")
             raise UserError("the test file is missing")
     assert exit_info.value.code == EXIT_USER_ERROR
-    assert (kept / "checkpoints" / "last.ckpt").is_file() and (trained / "checkpoints" / "last.ckpt").is_file()
+    assert (kept / "checkpoints" / "last.ckpt").is_file()
+    assert (trained / "checkpoints" / "last.ckpt").is_file()
     assert capsys.readouterr().err.splitlines() == [
         "error: the test file is missing",
         f"The run so far is in {trained}: the same command with --resume continues it."]

@@ -11,13 +11,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_defaults_reproduce_the_tutorial():
     cfg = parse(TrainConfig, [])
     assert (cfg.pretrained_model_name, cfg.downstream_corpus_name) == ("beomi/kcbert-base", "nsmc")
-    assert (cfg.batch_size, cfg.learning_rate, cfg.max_seq_length, cfg.epochs, cfg.seed) == (32, 5e-5, 128, 3, 7)
+    assert (cfg.batch_size, cfg.learning_rate, cfg.max_seq_length, cfg.epochs, cfg.seed) == (
+        32, 5e-5, 128, 3, 7)
 
 
 def test_yaml_then_flags_override(tmp_path):
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("batch_size: 8\nepochs: 5\n")
-    cfg = parse(TrainConfig, [str(yaml_file), "--epochs", "2", "--group-by-length", "false", "--learning_rate", "1e-4"])
+    cfg = parse(TrainConfig,
+                [str(yaml_file), "--epochs", "2", "--group-by-length", "false", "--learning_rate", "1e-4"])
     assert (cfg.batch_size, cfg.epochs, cfg.group_by_length, cfg.learning_rate) == (8, 2, False, 1e-4)
 
 
@@ -50,5 +52,6 @@ def test_help_lists_every_option(capsys):
     with pytest.raises(SystemExit):
         parse(TrainConfig, ["--help"])
     out = capsys.readouterr().out
-    for name in ("--pretrained_model_name", "--downstream_model_dir", "--tpu_cores", "--resume", "--corpus_dir", "--precision"):
+    for name in ("--pretrained_model_name", "--downstream_model_dir", "--tpu_cores", "--resume",
+                 "--corpus_dir", "--precision"):
         assert name in out

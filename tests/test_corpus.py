@@ -33,7 +33,8 @@ def test_both_quoting_styles_and_empty_documents(tmp_path, gz):
         "4\t그냥 평범한 리뷰\t0\n"
     )
     r = read_ratings(write(tmp_path / ("r.txt.gz" if gz else "r.txt"), text, gz))
-    assert r.documents == ['이이제이 "민비특집" 꼭 들어보세요.', '"어머니" 아무리 불러도', "", "그냥 평범한 리뷰"]
+    assert r.documents == [
+        '이이제이 "민비특집" 꼭 들어보세요.', '"어머니" 아무리 불러도', "", "그냥 평범한 리뷰"]
     assert r.labels == [0, 1, 1, 0] and r.ids == ["1", "2", "3", "4"]
 
 
@@ -43,7 +44,8 @@ def test_real_nsmc_triple_quotes():
 
 
 def test_malformed_rows_are_counted_and_skipped(tmp_path):
-    text = "id\tdocument\tlabel\n1\tgood\t1\n2\tno label column\n3\tbad label\t7\n4\t\"unclosed\t1\n5\tfine\t0\n"
+    text = ("id\tdocument\tlabel\n1\tgood\t1\n2\tno label column\n3\tbad label\t7\n"
+            "4\t\"unclosed\t1\n5\tfine\t0\n")
     r = read_ratings(write(tmp_path / "r.txt", text))
     assert r.documents == ["good", "fine"]
     assert r.n_skipped == 3 and r.skipped["label not 0 or 1"] == 1
@@ -60,7 +62,7 @@ def test_invalid_utf8_does_not_crash(tmp_path):
 
 def test_unlabeled_lines(fixtures_dir):
     lines = read_lines(fixtures_dir / "reviews_unlabeled.txt")
-    assert len(lines) == 600 and all(l.strip() == l and l for l in lines)
+    assert len(lines) == 600 and all(line.strip() == line and line for line in lines)
 
 
 def test_find_split_plain_gz_and_korpora_layout(tmp_path):
@@ -73,7 +75,8 @@ def test_find_split_plain_gz_and_korpora_layout(tmp_path):
         find_split(tmp_path / "missing", "train")
 
 
-@pytest.mark.skipif(not __import__("pathlib").Path(__file__).parents[2].joinpath("shared/data/nsmc").is_dir(), reason="../shared/data not present")
+@pytest.mark.skipif(not __import__("pathlib").Path(__file__).parents[2].joinpath("shared/data/nsmc").is_dir(),
+                    reason="../shared/data not present")
 def test_shared_data_row_counts():
     from pathlib import Path
 
@@ -84,7 +87,8 @@ def test_shared_data_row_counts():
 
 # --- a user's own files (read_labelled, label_order, label_ids) ------------------------------------
 
-TOPICS = [("1", "김치찌개 국물이 진하다", "food"), ("2", "해운대 바다가 예뻤다", "travel"), ("3", "역전골이 터졌다", "sports")]
+TOPICS = [("1", "김치찌개 국물이 진하다", "food"), ("2", "해운대 바다가 예뻤다", "travel"),
+          ("3", "역전골이 터졌다", "sports")]
 
 
 def write_topics(path, fmt: str, rows=TOPICS, bom: bool = False):
@@ -119,11 +123,13 @@ def test_every_format_reads_the_same_rows(tmp_path, name, bom):
 def test_several_text_columns_are_joined_and_blank_rows_skipped(tmp_path):
     from nsmc.corpus import read_labelled
 
-    path = write(tmp_path / "d.csv", 'title,body,label\n영화,"정말, 재밌다",1\n,지루함,0\n제목만,,0\n,,1\n빈 라벨,x,\n')
+    path = write(tmp_path / "d.csv",
+                 'title,body,label\n영화,"정말, 재밌다",1\n,지루함,0\n제목만,,0\n,,1\n빈 라벨,x,\n')
     data = read_labelled(path, ["title", "body"], "label")
     assert data.texts == ["영화 정말, 재밌다", "지루함", "제목만"] and data.labels == ["1", "0", "0"]
     assert data.skipped == {"empty text": 1, "empty label": 1}
-    assert "3 rows; skipped 2 malformed rows (1 empty text, 1 empty label; e.g. row 4, row 5)" in data.summary()
+    summary = "3 rows; skipped 2 malformed rows (1 empty text, 1 empty label; e.g. row 4, row 5)"
+    assert summary in data.summary()
 
 
 def test_labels_sorted_numbers_as_numbers_or_in_the_given_order():
@@ -157,7 +163,8 @@ def test_label_ids_name_an_unknown_label():
     ("d.json", '{"sentence": "좋다", "topic": "food"}', ["must hold a list of objects", "dict"]),
     ("d.json", '["좋다", "싫다"]', ["must hold a list of objects"]),
     ("d.json", '[{"sentence": "좋다", ', ["not valid JSON"]),
-    ("d.jsonl", '{"sentence": "a", "topic": 1}\n{"sentence": "b", "topic": "pos"}\n', ["mixes numbers and words", "'1'", "'pos'"]),
+    ("d.jsonl", '{"sentence": "a", "topic": 1}\n{"sentence": "b", "topic": "pos"}\n',
+     ["mixes numbers and words", "'1'", "'pos'"]),
     ("d.csv", "sentence,topic\na,\nb,\n", ["none of its 2 rows"]),
     ("d.xlsx", "x", ["unknown format '.xlsx'"]),
 ])

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from nsmc.corpus import HEADER, read_ratings
 
 # FUZZ_EXAMPLES=5000 for a longer hunt; the default keeps the suite fast.
-SETTINGS = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 150)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 150)), deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def count_lines(data: bytes) -> int:
@@ -64,7 +65,8 @@ line_text = st.text(st.one_of(st.characters(exclude_categories=("Cs",), exclude_
 
 
 @SETTINGS
-@given(lines=st.lists(line_text, max_size=20), end=st.sampled_from(["\n", "\r\n"]), final_newline=st.booleans())
+@given(lines=st.lists(line_text, max_size=20), end=st.sampled_from(["\n", "\r\n"]),
+       final_newline=st.booleans())
 def test_arbitrary_text_lines_are_accounted_for(tmp_path, lines, end, final_newline):
     data = (end.join(lines) + (end if final_newline and lines else "")).encode("utf-8")
     path = tmp_path / "ratings.txt"
@@ -79,7 +81,8 @@ row = st.tuples(st.integers(0, 10**9).map(str), document, st.sampled_from([0, 1]
 
 @SETTINGS
 @given(rows=st.lists(row, max_size=15), header=st.booleans())
-@example(rows=[("1", 'a "quoted" word', 1), ("2", '"', 0), ("3", "tab\tinside", 1), ("4", "", 0)], header=True)
+@example(rows=[("1", 'a "quoted" word', 1), ("2", '"', 0), ("3", "tab\tinside", 1), ("4", "", 0)],
+         header=True)
 def test_well_formed_rows_round_trip(tmp_path, rows, header):
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter="\t", quotechar='"', lineterminator="\n")

@@ -55,19 +55,21 @@ def test_datamodule_on_fixtures(tmp_path, fixtures_dir, tiny_tokenizer):
 
 
 def topics_config(fixtures_dir, tmp_path, **overrides) -> TrainConfig:
-    settings = dict(train_file=str(fixtures_dir / "topics_train.tsv"), test_file=str(fixtures_dir / "topics_test.jsonl"),
-                    text_column_names=["text"], label_column_name="topic", batch_size=16, cache_dir=str(tmp_path))
+    settings = dict(train_file=str(fixtures_dir / "topics_train.tsv"),
+                    test_file=str(fixtures_dir / "topics_test.jsonl"), text_column_names=["text"],
+                    label_column_name="topic", batch_size=16, cache_dir=str(tmp_path))
     return TrainConfig(**{**settings, **overrides})
 
 
 def test_a_small_corpus_trains_with_the_default_validation_size(tmp_path, fixtures_dir, tiny_tokenizer):
     """Issue 11: 400 reviews, no --val_size: validation is 10% of them, not the 5,000 that do not exist."""
-    dm = ClassificationDataModule(TrainConfig(corpus_dir=str(fixtures_dir), cache_dir=str(tmp_path)), tiny_tokenizer)
+    dm = ClassificationDataModule(TrainConfig(corpus_dir=str(fixtures_dir), cache_dir=str(tmp_path)),
+                                  tiny_tokenizer)
     dm.setup("fit")
     assert (len(dm.train), len(dm.val)) == (360, 40)
     with pytest.raises(UserError, match="too few to carve 400 out.*--val_size"):
-        bad = ClassificationDataModule(TrainConfig(corpus_dir=str(fixtures_dir), val_size=400, cache_dir=str(tmp_path)),
-                                       tiny_tokenizer)
+        bad = ClassificationDataModule(
+            TrainConfig(corpus_dir=str(fixtures_dir), val_size=400, cache_dir=str(tmp_path)), tiny_tokenizer)
         bad.setup("fit")
 
 
@@ -82,8 +84,8 @@ def test_own_files_labels_splits_and_rows(tmp_path, fixtures_dir, tiny_tokenizer
     examples = dm.examples()
     assert 3 <= len(examples) <= 6 and all(isinstance(t, str) and t for t in examples)
     # --label_names sets the class order, and the cache is keyed by it
-    ordered = ClassificationDataModule(topics_config(fixtures_dir, tmp_path, label_names=["travel", "food", "sports"]),
-                                       tiny_tokenizer)
+    ordered = ClassificationDataModule(
+        topics_config(fixtures_dir, tmp_path, label_names=["travel", "food", "sports"]), tiny_tokenizer)
     ordered.setup("test")
     first = fixtures_dir.joinpath("topics_test.jsonl").read_text(encoding="utf-8").splitlines()[0]
     assert '"travel"' in first and ordered.test.labels[0] == 0 and dm.test.labels[0] == 2
@@ -98,7 +100,8 @@ def test_a_test_label_the_train_file_lacks_is_an_error(tmp_path, fixtures_dir, t
 
 
 def test_without_a_test_file_there_is_no_test_split(tmp_path, fixtures_dir, tiny_tokenizer):
-    cfg = topics_config(fixtures_dir, tmp_path, test_file=None, validation_file=str(fixtures_dir / "topics_test.jsonl"))
+    cfg = topics_config(fixtures_dir, tmp_path, test_file=None,
+                        validation_file=str(fixtures_dir / "topics_test.jsonl"))
     assert cfg.run_test is False
     logs = []
     dm = ClassificationDataModule(cfg, tiny_tokenizer, log=logs.append)
@@ -108,8 +111,10 @@ def test_without_a_test_file_there_is_no_test_split(tmp_path, fixtures_dir, tiny
     assert any("No --test_file" in line for line in logs)
 
 
-def test_examples_come_from_the_train_file_when_the_corpus_has_no_test_split(tmp_path, fixtures_dir, tiny_tokenizer):
+def test_examples_come_from_the_train_file_when_the_corpus_has_no_test_split(tmp_path, fixtures_dir,
+                                                                             tiny_tokenizer):
     (tmp_path / "ratings_train.txt").write_bytes((fixtures_dir / "ratings_train.txt").read_bytes())
-    dm = ClassificationDataModule(TrainConfig(corpus_dir=str(tmp_path), run_test=False, cache_dir=str(tmp_path)), tiny_tokenizer)
+    dm = ClassificationDataModule(
+        TrainConfig(corpus_dir=str(tmp_path), run_test=False, cache_dir=str(tmp_path)), tiny_tokenizer)
     examples = dm.examples()
     assert len(examples) == 4 and all(10 <= len(t) <= 100 for t in examples)  # two of each label

@@ -44,12 +44,14 @@ SHARED_KCBERT = __import__("pathlib").Path(__file__).resolve().parents[2] / "sha
 
 
 def test_kcbert_tokenizer_from_vocab_txt_keeps_case_and_hangul(fixtures_dir):
-    """tests/fixtures/kcbert-tiny: kcbert's tokenizer settings and a slice of its vocab.txt (no tokenizer.json)."""
+    """tests/fixtures/kcbert-tiny: kcbert's tokenizer settings and a slice of its vocab.txt
+    (no tokenizer.json)."""
     from nsmc.loading import load_tokenizer
 
     tok = load_tokenizer(fixtures_dir / "kcbert-tiny")
     assert not (fixtures_dir / "kcbert-tiny" / "tokenizer.json").exists()
-    assert tok.tokenize("ABC 영화가 정말 재밌었다ㅋㅋ") == ["A", "##BC", "영화", "##가", "정말", "재밌", "##었다", "##ㅋㅋ"]
+    assert tok.tokenize("ABC 영화가 정말 재밌었다ㅋㅋ") == [
+        "A", "##BC", "영화", "##가", "정말", "재밌", "##었다", "##ㅋㅋ"]
     enc = encode(["ABC 영화가 정말 재밌었다ㅋㅋ"], tok, 32)
     assert tok.unk_token_id not in enc.ids.tolist()
 

@@ -11,7 +11,8 @@ def test_scores_for_three_classes():
     assert r["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
     assert r["accuracy"] == 4 / 6 and r["n"] == 6
     a, b, c = r["per_class"]
-    assert (a["precision"], a["recall"], b["precision"], b["recall"], c["precision"], c["recall"]) == (0.5, 0.5, 2 / 3, 1.0, 1.0, 0.5)
+    assert (a["precision"], a["recall"], b["precision"], b["recall"], c["precision"], c["recall"]) == (
+        0.5, 0.5, 2 / 3, 1.0, 1.0, 0.5)
     assert abs(r["f1"] - np.mean([a["f1"], b["f1"], c["f1"]])) < 1e-12 and abs(b["f1"] - 0.8) < 1e-12
 
 

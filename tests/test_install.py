@@ -54,7 +54,8 @@ def test_readme_run_paths_are_what_the_presets_write():
     for preset in (ROOT / "configs").glob("*.yaml"):
         settings = yaml.safe_load(preset.read_text()) or {}
         written |= {settings[k] for k in ("downstream_model_dir", "output_dir") if k in settings}
-    written |= set(re.findall(r"--(?:downstream[_-]model[_-]dir|out) (runs/[\w.-]+)", README))  # named in the command
+    # named in the command
+    written |= set(re.findall(r"--(?:downstream[_-]model[_-]dir|out) (runs/[\w.-]+)", README))
     written.add(str(default_out("models/x", "test", record=False).parent))  # train.evaluate's runs/eval
     used = set(re.findall(r"\b(runs/[\w.-]+)", README))
     assert used and used <= written, used - written

@@ -18,7 +18,8 @@ import load  # noqa: E402
 def test_every_kind_of_request_is_answered(app_server, api):
     url, proc = app_server
     texts = load.reviews(200)
-    result = load.run_load(load.APIS[api], urlparse(url).port, proc.pid, texts, clients=4, seconds=0, total=60, seed=7)
+    result = load.run_load(load.APIS[api], urlparse(url).port, proc.pid, texts,
+                           clients=4, seconds=0, total=60, seed=7)
     assert result["errors"] == []
     assert result["requests"] >= 60
     assert {"single", "batch", "bad"} <= set(result["by_kind"])

@@ -14,7 +14,8 @@ class Tiny(L.LightningModule):
 def lr_after(scheduler_name, steps=10, epochs=3, **kw):
     cfg = TrainConfig(scheduler=scheduler_name, learning_rate=1.0, **kw)
     module = Tiny()
-    trainer = L.Trainer(max_steps=steps, max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = L.Trainer(max_steps=steps, max_epochs=epochs, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False)
     module.trainer = trainer
     trainer.strategy.connect(module)
     return configure_schedule(module, module.layer, cfg)
@@ -65,7 +66,8 @@ def test_module_logs_and_trains_in_train_mode(tiny_model_dir, tiny_tokenizer):
     assert module.model.training  # dropout on for fine-tuning
     ckpt = {}
     module.on_save_checkpoint(ckpt)
-    assert "tokenizer.json" in ckpt["nsmc"]["tokenizer_files"] and len(ckpt["nsmc"]["hf_config"]["id2label"]) == 2
+    assert "tokenizer.json" in ckpt["nsmc"]["tokenizer_files"]
+    assert len(ckpt["nsmc"]["hf_config"]["id2label"]) == 2
 
 
 def test_build_model_keeps_the_body_and_gives_another_label_set_a_fresh_head(tiny_model_dir):
@@ -76,28 +78,33 @@ def test_build_model_keeps_the_body_and_gives_another_label_set_a_fresh_head(tin
 
     base = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
     logs = []
-    model = build_model(TrainConfig(pretrained_model_name=str(tiny_model_dir)), ["food", "sports", "travel"], log=logs.append)
-    assert model.config.id2label == {0: "food", 1: "sports", 2: "travel"} and model.classifier.out_features == 3
-    assert torch.equal(model.bert.encoder.layer[0].attention.self.query.weight, base.bert.encoder.layer[0].attention.self.query.weight)
+    cfg = TrainConfig(pretrained_model_name=str(tiny_model_dir))
+    model = build_model(cfg, ["food", "sports", "travel"], log=logs.append)
+    assert model.config.id2label == {0: "food", 1: "sports", 2: "travel"}
+    assert model.classifier.out_features == 3
+    assert torch.equal(model.bert.encoder.layer[0].attention.self.query.weight,
+                       base.bert.encoder.layer[0].attention.self.query.weight)
     assert len(logs) == 1 and "initialised afresh" in logs[0] and "negative, positive" in logs[0]
     # Same labels, same task: the trained head is kept, and nothing is said.
-    same = build_model(TrainConfig(pretrained_model_name=str(tiny_model_dir)), ["negative", "positive"], log=logs.append)
+    same = build_model(cfg, ["negative", "positive"], log=logs.append)
     assert torch.equal(same.classifier.weight, base.classifier.weight) and len(logs) == 1
     # Two labels with other names: a fresh head too.
-    other = build_model(TrainConfig(pretrained_model_name=str(tiny_model_dir)), ["ham", "spam"], log=logs.append)
+    other = build_model(cfg, ["ham", "spam"], log=logs.append)
     assert not torch.equal(other.classifier.weight, base.classifier.weight) and len(logs) == 2
 
 
 def test_metrics_handle_three_classes(tiny_model_dir, tiny_tokenizer):
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3, ignore_mismatched_sizes=True)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3,
+                                                               ignore_mismatched_sizes=True)
     module = ClassifierModule(model, tiny_tokenizer, TrainConfig())
     preds, labels = torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 2, 1])
     module.val_acc(preds, labels)
     module.val_f1(preds, labels)
     assert module.val_acc.compute() == 0.75
-    assert abs(module.val_f1.compute().item() - (1 + 2 / 3 + 2 / 3) / 3) < 1e-6  # macro: the mean of per-class F1
+    # macro: the mean of per-class F1
+    assert abs(module.val_f1.compute().item() - (1 + 2 / 3 + 2 / 3) / 3) < 1e-6
 
 
 def test_a_float16_base_trains_in_float32(tmp_path, tiny_model_dir):
@@ -111,5 +118,6 @@ def test_a_float16_base_trains_in_float32(tmp_path, tiny_model_dir):
     for labels in (["negative", "positive"], ["a", "b", "c"]):
         model = build_model(TrainConfig(pretrained_model_name=str(tmp_path)), labels, log=lambda _: None)
         assert {p.dtype for p in model.parameters()} == {torch.float32}
-    scratch = build_model(TrainConfig(pretrained_model_name=str(tmp_path), from_scratch=True), ["a", "b"], log=lambda _: None)
+    scratch = build_model(TrainConfig(pretrained_model_name=str(tmp_path), from_scratch=True), ["a", "b"],
+                          log=lambda _: None)
     assert {p.dtype for p in scratch.parameters()} == {torch.float32}

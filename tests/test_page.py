@@ -21,7 +21,8 @@ def test_an_nsmc_model_keeps_the_korean_page(tmp_path):
 def test_another_model_takes_its_title_and_examples_from_its_folder(tmp_path):
     card = "---\nlicense: mit\n---\n# Moods of diaries\n\ntext\n"
     (tmp_path / "README.md").write_text(card, encoding="utf-8")
-    (tmp_path / "examples.json").write_text(json.dumps(["좋은 하루", 3, "  ", "비 오는 날"]), encoding="utf-8")
+    (tmp_path / "examples.json").write_text(json.dumps(["좋은 하루", 3, "  ", "비 오는 날"]),
+                                            encoding="utf-8")
     page = page_for(model(tmp_path))
     assert page.title == "Moods of diaries" and "sad, calm, happy" in page.intro
     assert page.examples == ["좋은 하루", "비 오는 날"]  # strings only, blanks dropped

@@ -19,8 +19,9 @@ from nsmc.inference import MAX_CHARS, TextClassifier, cap, is_blank
 SETTINGS = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 40)), deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-PIECES = ["\x00", "\ud800", "\udfff", "\u200b", "\u200d", "\u202e", "\ufeff", "\u0301" * 50, "\u1100\u1161\u11a8",
-          "👍🏽", "👨‍👩‍👧", "[CLS]", "[SEP]", "[MASK]", "##", "\t", "\r\n", " " * 100, "<script>alert(1)</script>", "정말 재밌다"]
+PIECES = ["\x00", "\ud800", "\udfff", "\u200b", "\u200d", "\u202e", "\ufeff", "\u0301" * 50,
+          "\u1100\u1161\u11a8", "👍🏽", "👨‍👩‍👧", "[CLS]", "[SEP]", "[MASK]", "##", "\t", "\r\n", " " * 100,
+          "<script>alert(1)</script>", "정말 재밌다"]
 text = st.one_of(
     st.text(st.characters(codec=None), max_size=200),  # any code point, surrogates too
     st.lists(st.sampled_from(PIECES), max_size=30).map("".join),

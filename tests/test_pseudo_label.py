@@ -9,7 +9,8 @@ from train.pseudo_label import main
 
 def test_teacher_labels_unlabeled_reviews_and_keeps_validation_apart(tmp_path, fixtures_dir, tiny_model_dir):
     main(["--model", str(tiny_model_dir), "--corpus-dir", str(fixtures_dir), "--runtime", "torch",
-          "--unlabeled", str(fixtures_dir / "reviews_unlabeled.txt"), "--out", str(tmp_path), "--val-size", "50"])
+          "--unlabeled", str(fixtures_dir / "reviews_unlabeled.txt"), "--out", str(tmp_path),
+          "--val-size", "50"])
     source = read_ratings(fixtures_dir / "ratings_train.txt")
     unlabeled = read_lines(fixtures_dir / "reviews_unlabeled.txt")
     train_idx, val_idx = split_train_val(len(source), 50, 7)

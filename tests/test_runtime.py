@@ -16,7 +16,8 @@ from nsmc.encoding import pad_batch
 from nsmc.loading import load_classifier
 from nsmc.runtime import RUNTIMES, build_runtime, cache_folder
 
-TEXTS = ["정말 재밌었다", "시간이 아깝다. 최악", "ㅋㅋㅋㅋ", "", "배우 연기는 좋은데 스토리가 너무 뻔하고 지루했다 " * 6, "굿"]
+TEXTS = ["정말 재밌었다", "시간이 아깝다. 최악", "ㅋㅋㅋㅋ", "",
+         "배우 연기는 좋은데 스토리가 너무 뻔하고 지루했다 " * 6, "굿"]
 TOL = {"torch": 1e-6, "onnx": 1e-5, "int8": 0.02, "onnx-int8": 0.02}
 
 

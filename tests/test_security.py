@@ -69,7 +69,8 @@ def test_served_components(server):
     types = {c["type"] for c in config["components"]}
     assert not types & {"html", "fileexplorer", "image", "audio", "video", "model3d", "uploadbutton"}
     assert "flag" not in json.dumps(config).lower()
-    assert all(c["props"].get("datatype") in ("str", ["str"], None) for c in config["components"] if c["type"] == "dataframe")
+    assert all(c["props"].get("datatype") in ("str", ["str"], None)
+               for c in config["components"] if c["type"] == "dataframe")
     for c in config["components"]:  # Markdown shows only our own text, never the user's, and sanitizes HTML
         if c["type"] == "markdown":
             assert c["props"].get("sanitize_html", True) is not False
@@ -81,14 +82,16 @@ def test_server_paths_cannot_be_read(server):
     # An API call naming a server file instead of uploading one.
     event, data = call(server, "predict_file", {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}})
     assert event == "error" and "root:" not in data
-    event, data = call(server, "predict_file", {"path": str(ROOT / "app.py"), "meta": {"_type": "gradio.FileData"}})
+    event, data = call(server, "predict_file",
+                       {"path": str(ROOT / "app.py"), "meta": {"_type": "gradio.FileData"}})
     assert event == "error" and "gradio" not in data
 
 
 def upload(server: str, name: str, content: bytes) -> tuple[int, bytes]:
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + content
+    body += f"\r\n--{boundary}--\r\n".encode()
     return post(server + "gradio_api/upload", body, f"multipart/form-data; boundary={boundary}")
 
 
@@ -117,7 +120,8 @@ def test_markup_comes_back_as_text(server):
     assert event == "complete"
     rows = json.loads(data)[0]
     assert rows[0]["document"] == review  # unchanged: escaping is the renderer's job, and it renders text
-    assert rows[1]["document"] == '=HYPERLINK("http://x")'  # JSON is data; only the CSV download defuses formulas
+    # JSON is data; only the CSV download defuses formulas
+    assert rows[1]["document"] == '=HYPERLINK("http://x")'
 
 
 def test_no_route_skips_the_queue(server):

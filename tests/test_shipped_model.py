@@ -10,8 +10,10 @@ from conftest import ROOT
 
 MODEL = ROOT / "models" / "nsmc-small"
 
-POSITIVE = ["정말 재밌어요 최고의 영화", "배우들 연기가 너무 좋았고 감동적이었다", "꼭 다시 보고 싶은 명작입니다", "강력 추천합니다 시간 가는 줄 몰랐어요"]
-NEGATIVE = ["시간 아깝다 최악의 영화", "돈 주고 보기 아까운 쓰레기", "지루하고 재미없어서 중간에 나왔다", "연기도 어색하고 스토리도 엉망"]
+POSITIVE = ["정말 재밌어요 최고의 영화", "배우들 연기가 너무 좋았고 감동적이었다",
+            "꼭 다시 보고 싶은 명작입니다", "강력 추천합니다 시간 가는 줄 몰랐어요"]
+NEGATIVE = ["시간 아깝다 최악의 영화", "돈 주고 보기 아까운 쓰레기", "지루하고 재미없어서 중간에 나왔다",
+            "연기도 어색하고 스토리도 엉망"]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,8 @@ def classifier():
 
 
 def test_export_contract_and_size():
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.json", "README.md", "train_config.yaml"):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.json", "README.md",
+                 "train_config.yaml"):
         assert (MODEL / name).is_file(), name
     assert sum(p.stat().st_size for p in MODEL.rglob("*") if p.is_file()) <= 25 * 2**20
     config = json.loads((MODEL / "config.json").read_text())

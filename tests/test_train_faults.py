@@ -38,7 +38,7 @@ pytestmark = pytest.mark.timeout(300)
 # One thread per process: bit-reproducible CPU math, and two runs can share the 2 cores.
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
        "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-EVERY = 5  # --checkpoint_every_n_steps; smoke.yaml: 340 training reviews / batch 16 = 22 steps an epoch, 2 epochs
+EVERY = 5  # --checkpoint_every_n_steps; smoke.yaml trains 2 epochs of 22 steps (340 reviews / batch 16)
 NOT_RESUMABLE = "your dataloader is not resumable"  # Lightning's warning for an inexact mid-epoch resume
 
 # The real CLI, plus test-only faults chosen by environment variables.
@@ -71,13 +71,15 @@ def model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 
 
 def train_args(model_dir: Path, out: Path, *extra: str) -> list[str]:
-    return ["configs/smoke.yaml", "--pretrained_model_name", str(model_dir), "--downstream_model_dir", str(out),
-            "--cache_dir", str(out.parent / "cache"), "--checkpoint_every_n_steps", str(EVERY), *extra]
+    return ["configs/smoke.yaml", "--pretrained_model_name", str(model_dir),
+            "--downstream_model_dir", str(out), "--cache_dir", str(out.parent / "cache"),
+            "--checkpoint_every_n_steps", str(EVERY), *extra]
 
 
 def start(args: list[str], driver: bool = False, **env) -> subprocess.Popen:
     cmd = [sys.executable, "-c", DRIVER, *args] if driver else [sys.executable, "-m", "train", *args]
-    return subprocess.Popen(cmd, cwd=ROOT, env={**ENV, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, cwd=ROOT, env={**ENV, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
@@ -144,7 +146,8 @@ def test_resumed_run_ends_like_an_uninterrupted_one(runs):
     assert worst <= 1e-6, f"final weights differ by up to {worst}"
     assert NOT_RESUMABLE not in logs["resume"]
     # and the exported model is complete
-    assert (killed / "export" / "model.safetensors").is_file() and (killed / "export" / "config.json").is_file()
+    assert (killed / "export" / "model.safetensors").is_file()
+    assert (killed / "export" / "config.json").is_file()
 
 
 def test_no_temporary_files_left(runs):
@@ -184,8 +187,9 @@ def test_sigkill_during_checkpoint_writes_never_corrupts(tmp_path):
         pytest.skip("needs /dev/shm on a filesystem other than the test's tmp folder")
     # Three writers at once (start-up, importing Lightning, is the slow part), killed at different moments.
     paths = [tmp_path / f"w{i}" / "last.ckpt" for i in range(3)]
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(p)], cwd=ROOT, env={**ENV, "TMPDIR": str(other_fs)},
-                              stdout=subprocess.PIPE, text=True) for p in paths]
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(p)], cwd=ROOT,
+                              env={**ENV, "TMPDIR": str(other_fs)}, stdout=subprocess.PIPE, text=True)
+             for p in paths]
     for attempt, proc in enumerate(procs):
         for _ in range(1 + attempt):
             proc.stdout.readline()  # some complete saves first
@@ -227,7 +231,8 @@ def read_only_dir(tmp_path):
         yield folder
         folder.chmod(0o755)
         return
-    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+    if (shutil.which("chattr") is None
+            or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode):
         pytest.skip("running as root without chattr +i: cannot make a read-only folder")
     try:
         yield folder
@@ -245,7 +250,8 @@ def test_read_only_output_dir_fails_before_training(model_dir, read_only_dir, su
 
 
 def test_full_disk_fails_before_training(model_dir, tmp_path):
-    rc, log = finish(start(train_args(model_dir, tmp_path / "run"), driver=True, FAKE_FREE_BYTES=str(100_000)), timeout=60)
+    proc = start(train_args(model_dir, tmp_path / "run"), driver=True, FAKE_FREE_BYTES=str(100_000))
+    rc, log = finish(proc, timeout=60)
     assert rc != 0
     assert "free under" in log and "Free some space or choose another output folder" in log
     assert "Traceback" not in log and "Epoch" not in log
@@ -320,7 +326,8 @@ def test_sampler_resumes_at_the_next_batch(group):
     from train.data import EpochSampler, LengthGroupedSampler, ResumableDataLoader
 
     lengths = np.arange(100) % 17 + 1
-    make = (lambda: LengthGroupedSampler(lengths, 8, seed=1, mega=4)) if group else (lambda: EpochSampler(100, 8, seed=1))
+    make = ((lambda: LengthGroupedSampler(lengths, 8, seed=1, mega=4)) if group
+            else (lambda: EpochSampler(100, 8, seed=1)))
     dataset = list(range(100))  # item i is i: batches show the indices
     full = make()
     full.set_epoch(1)

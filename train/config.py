@@ -29,30 +29,42 @@ class RunConfig:
     batch_size: int = _help("Reviews per step and per device.", 32)
     learning_rate: float = _help("Peak learning rate of AdamW.", 5e-5)
     weight_decay: float = _help("AdamW weight decay (not applied to biases and LayerNorm).", 0.01)
-    scheduler: str = _help("'linear' (warmup then linear decay, per step), 'exponential' (the tutorial's ExponentialLR, per epoch; it now really steps) or 'constant'.", "linear")
-    warmup_ratio: float = _help("Fraction of all steps spent warming up the learning rate (linear scheduler).", 0.06)
+    scheduler: str = _help("'linear' (warmup then linear decay, per step), 'exponential' (the tutorial's "
+                           "ExponentialLR, per epoch; it now really steps) or 'constant'.", "linear")
+    warmup_ratio: float = _help("Fraction of all steps spent warming up the learning rate (linear "
+                                "scheduler).", 0.06)
     gamma: float = _help("Decay per epoch of the exponential scheduler.", 0.9)
     gradient_clip_val: float = _help("Clip the gradient norm to this (0 turns clipping off).", 1.0)
     epochs: int = _help("Passes over the training data.", 3)
-    max_steps: int = _help("Stop after this many optimizer steps (-1: run all epochs); the schedule ends there too.", -1)
-    max_time: str | None = _help("Stop after this wall time, DD:HH:MM:SS (e.g. 00:00:10:00). Safety net for rented machines.", None)
+    max_steps: int = _help("Stop after this many optimizer steps (-1: run all epochs); the schedule ends "
+                           "there too.", -1)
+    max_time: str | None = _help("Stop after this wall time, DD:HH:MM:SS (e.g. 00:00:10:00). Safety net for "
+                                 "rented machines.", None)
     seed: int = _help("Random seed: model init, validation split, batch order.", 7)
-    max_seq_length: int = _help("Longest review in tokens; longer ones are cut. Batches are padded only to their longest review.", 128)
-    group_by_length: bool = _help("Train on batches of similar-length reviews (much less padding, same randomness across epochs).", True)
-    cache_dir: str = _help("Where encoded datasets are cached (keyed by tokenizer, max length and file contents).", ".cache/nsmc")
-    cpu_workers: int = _help("DataLoader worker processes (0 = load in the main process; batches are cheap to build).", 0)
+    max_seq_length: int = _help("Longest review in tokens; longer ones are cut. Batches are padded only to "
+                                "their longest review.", 128)
+    group_by_length: bool = _help("Train on batches of similar-length reviews (much less padding, same "
+                                  "randomness across epochs).", True)
+    cache_dir: str = _help("Where encoded datasets are cached (keyed by tokenizer, max length and file "
+                           "contents).", ".cache/nsmc")
+    cpu_workers: int = _help("DataLoader worker processes (0 = load in the main process; batches are cheap "
+                             "to build).", 0)
     # --- hardware ---
     accelerator: str = _help("'auto', 'cpu', 'gpu', 'tpu', 'mps'.", "auto")
     devices: str = _help("'auto', a count ('2') or a list ('0,1').", "auto")
     num_nodes: int = _help("Machines in a multi-node run.", 1)
     strategy: str = _help("'auto', 'ddp', 'fsdp', ... (Lightning strategies).", "auto")
-    precision: str = _help("'auto' (bf16-mixed where the GPU supports it, bf16-true on TPU, else 32), or any Lightning precision.", "auto")
+    precision: str = _help("'auto' (bf16-mixed where the GPU supports it, bf16-true on TPU, else 32), or any "
+                           "Lightning precision.", "auto")
     tpu_cores: int = _help("The tutorial's flag: 8 means accelerator=tpu with 8 devices.", 0)
     fp16: bool = _help("The tutorial's flag: 16-mixed precision.", False)
     # --- checkpoints and logs ---
-    resume: bool = _help("Continue an interrupted run from checkpoints/last.ckpt (same end: optimizer, scheduler, epoch).", False)
-    val_check_interval: float = _help("Validate this often within an epoch (1.0 = once per epoch, 0.25 = four times).", 1.0)
-    checkpoint_every_n_steps: int = _help("Also refresh last.ckpt every N steps, so a kill loses little (0 = at validation only).", 0)
+    resume: bool = _help("Continue an interrupted run from checkpoints/last.ckpt (same end: optimizer, "
+                         "scheduler, epoch).", False)
+    val_check_interval: float = _help("Validate this often within an epoch (1.0 = once per epoch, 0.25 = "
+                                      "four times).", 1.0)
+    checkpoint_every_n_steps: int = _help("Also refresh last.ckpt every N steps, so a kill loses little (0 = "
+                                          "at validation only).", 0)
     log_every_n_steps: int = _help("Log training loss and accuracy every N steps.", 50)
     test_mode: bool = _help("The tutorial's flag: one batch of each stage, to check the pipeline.", False)
 
@@ -83,10 +95,13 @@ class RunConfig:
 class TrainConfig(RunConfig):
     """`python -m train`: fine-tune on NSMC. The tutorial's names and defaults."""
 
-    pretrained_model_name: str = _help("Hub name or local folder of the pretrained BERT (kcbert is cased: do_lower_case=False is applied).", "beomi/kcbert-base")
+    pretrained_model_name: str = _help("Hub name or local folder of the pretrained BERT (kcbert is cased: "
+                                       "do_lower_case=False is applied).", "beomi/kcbert-base")
     downstream_corpus_name: str = _help("Corpus name for Korpora; only 'nsmc' is supported.", "nsmc")
-    downstream_corpus_root_dir: str = _help("Where Korpora downloads NSMC to (and where an earlier download is reused).", "Korpora")
-    corpus_dir: str | None = _help("Offline: a folder with ratings_train.txt(.gz) and ratings_test.txt(.gz); skips Korpora.", None)
+    downstream_corpus_root_dir: str = _help("Where Korpora downloads NSMC to (and where an earlier download "
+                                            "is reused).", "Korpora")
+    corpus_dir: str | None = _help("Offline: a folder with ratings_train.txt(.gz) and ratings_test.txt(.gz); "
+                                   "skips Korpora.", None)
     # --- your own data (instead of NSMC); the option names of transformers' text-classification example ---
     train_file: str | None = _help("Your own labelled data instead of NSMC: .csv, .tsv, .txt (tab-"
                                    "separated), .json (a list of objects) or .jsonl, optionally .gz.", None)
@@ -100,21 +115,26 @@ class TrainConfig(RunConfig):
                                    "more).", "label")
     label_names: list[str] | None = _help("The labels in the order of the model's classes (default: "
                                           "sorted as found in train_file).", None)
-    downstream_model_dir: str = _help("Output folder: checkpoints/, logs/, export/ (the servable model), metrics.json.", "runs/nsmc")
-    from_scratch: bool = _help("Build the model from the pretrained folder's config.json with random weights (baselines, speed tests).", False)
+    downstream_model_dir: str = _help("Output folder: checkpoints/, logs/, export/ (the servable model), "
+                                      "metrics.json.", "runs/nsmc")
+    from_scratch: bool = _help("Build the model from the pretrained folder's config.json with random weights "
+                               "(baselines, speed tests).", False)
     val_size: int | None = _help("Reviews carved out of the train split (seeded) for validation and "
                                  "checkpoint choice when there is no validation_file (default: 5,000 or a "
                                  "tenth of the train split, whichever is smaller); the test split is used "
                                  "once, at the end.", None)
     monitor: str = _help("The validation metric that picks the best checkpoint: val_acc or val_f1 "
                          "(macro-F1).", "val_acc")
-    run_test: bool = _help("Score the test split at the end. Off for hyper-parameter sweeps, which must choose on validation alone.", True)
-    export_dtype: str = _help("Weights of the exported model: 'float32' or 'float16' (half the size, same predictions to ~1e-3).", "float32")
+    run_test: bool = _help("Score the test split at the end. Off for hyper-parameter sweeps, which must "
+                           "choose on validation alone.", True)
+    export_dtype: str = _help("Weights of the exported model: 'float32' or 'float16' (half the size, same "
+                              "predictions to ~1e-3).", "float32")
 
     def __post_init__(self):
         super().__post_init__()
         if self.downstream_corpus_name != "nsmc":
-            raise UserError(f"--downstream_corpus_name {self.downstream_corpus_name!r}: only 'nsmc' is supported.")
+            raise UserError(f"--downstream_corpus_name {self.downstream_corpus_name!r}: "
+                            "only 'nsmc' is supported.")
         if self.export_dtype not in ("float32", "float16", "bfloat16"):
             raise UserError(f"--export_dtype {self.export_dtype!r}: choose float32 or float16.")
         if self.monitor not in ("val_acc", "val_f1"):
@@ -138,9 +158,12 @@ class TrainConfig(RunConfig):
 class PretrainConfig(RunConfig):
     """`python -m train.pretrain`: masked-language-model pre-training of a BERT from scratch."""
 
-    texts: str = _help("Comma-separated text files, one review a line (plain or .gz), or rating files (their documents).", "../shared/data/nsmc/reviews_unlabeled.txt.gz")
-    output_dir: str = _help("Output folder: checkpoints/, logs/, export/ (a BertForMaskedLM folder that `python -m train` fine-tunes).", "runs/pretrain")
-    tokenizer: str | None = _help("A tokenizer folder to use; unset: train a WordPiece vocabulary on `texts` first.", None)
+    texts: str = _help("Comma-separated text files, one review a line (plain or .gz), or rating files (their "
+                       "documents).", "../shared/data/nsmc/reviews_unlabeled.txt.gz")
+    output_dir: str = _help("Output folder: checkpoints/, logs/, export/ (a BertForMaskedLM folder that "
+                            "`python -m train` fine-tunes).", "runs/pretrain")
+    tokenizer: str | None = _help("A tokenizer folder to use; unset: train a WordPiece vocabulary on `texts` "
+                                  "first.", None)
     vocab_size: int = _help("WordPiece vocabulary size when training one.", 16000)
     hidden_size: int = _help("Width of the BERT.", 256)
     num_hidden_layers: int = _help("Transformer layers.", 6)
@@ -164,7 +187,8 @@ def names_list(value) -> list[str] | None:
 
 def parse_devices(devices) -> str:
     text = str(devices).strip().replace(" ", "")
-    ok = text == "auto" or text == "-1" or text.isdigit() or all(p.isdigit() for p in text.strip(",[]").split(",") if p) and text.strip(",[]")
+    ok = (text == "auto" or text == "-1" or text.isdigit()
+          or all(p.isdigit() for p in text.strip(",[]").split(",") if p) and text.strip(",[]"))
     if not ok:
         raise UserError(f"--devices {devices!r}: use 'auto', a count such as 2, or GPU indices such as 0,1.")
     return text
@@ -194,7 +218,8 @@ def _bool(text: str) -> bool:
 
 def parse(cls, argv=None, description: str | None = None):
     """A config from defaults < YAML file (optional first argument) < --key value flags."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", help="a YAML file of settings (e.g. configs/smoke.yaml)")
     for f in dataclasses.fields(cls):
         t = _type_of(f)

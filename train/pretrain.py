@@ -30,10 +30,12 @@ from train.module import configure_schedule
 
 
 class MaskingCollate:
-    """Pads a batch and masks it for MLM, fresh every time a review is seen (dynamic masking, as in RoBERTa)."""
+    """Pads a batch and masks it for MLM, fresh every time a review is seen (dynamic masking, as in
+    RoBERTa)."""
 
     def __init__(self, tokenizer, mlm_probability: float):
-        self.pad_id, self.mask_id, self.vocab_size = tokenizer.pad_token_id, tokenizer.mask_token_id, len(tokenizer)
+        self.pad_id, self.mask_id = tokenizer.pad_token_id, tokenizer.mask_token_id
+        self.vocab_size = len(tokenizer)
         self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
         self.p = mlm_probability
 
@@ -81,13 +83,15 @@ class MaskedLM(L.LightningModule):
 
 
 def read_corpus(cfg, tokenizer) -> Encoded:
-    parts = [encode_file(p.strip(), tokenizer, cfg.max_seq_length, cfg.cache_dir) for p in cfg.texts.split(",") if p.strip()]
+    parts = [encode_file(p.strip(), tokenizer, cfg.max_seq_length, cfg.cache_dir)
+             for p in cfg.texts.split(",") if p.strip()]
     if not parts:
         raise UserError("--texts names no file")
     offsets = [parts[0].offsets]
     for prev, part in zip(parts, parts[1:]):
         offsets.append(part.offsets[1:] + offsets[-1][-1])
-    return Encoded(np.concatenate([p.ids for p in parts]), np.concatenate(offsets), np.concatenate([p.labels for p in parts]))
+    return Encoded(np.concatenate([p.ids for p in parts]), np.concatenate(offsets),
+                   np.concatenate([p.labels for p in parts]))
 
 
 def get_tokenizer(cfg):
@@ -102,11 +106,13 @@ def get_tokenizer(cfg):
     files = [p.strip() for p in cfg.texts.split(",") if p.strip()]
     for f in files:
         if not Path(f).is_file():
-            raise UserError(f"--texts: {f} not found (one review a line, plain or .gz; e.g. ../shared/data/nsmc/reviews_unlabeled.txt.gz)")
+            raise UserError(f"--texts: {f} not found (one review a line, plain or .gz; "
+                            "e.g. ../shared/data/nsmc/reviews_unlabeled.txt.gz)")
     start = time.time()
     tokenizer = train_wordpiece(read_texts(files), cfg.vocab_size)
     tokenizer.save_pretrained(saved)
-    print(f"trained a {len(tokenizer):,}-token WordPiece vocabulary in {time.time() - start:.0f} s -> {saved}")
+    print(f"trained a {len(tokenizer):,}-token WordPiece vocabulary in {time.time() - start:.0f} s "
+          f"-> {saved}")
     return tokenizer
 
 
@@ -128,11 +134,13 @@ def run(cfg) -> dict:
     collate = MaskingCollate(tokenizer, cfg.mlm_probability)
     workers = dict(num_workers=cfg.cpu_workers, persistent_workers=cfg.cpu_workers > 0)
     train_loader = DataLoader(EncodedDataset(train), batch_size=cfg.batch_size, collate_fn=collate,
-                              sampler=LengthGroupedSampler(train.lengths(), cfg.batch_size, cfg.seed), **workers)
+                              sampler=LengthGroupedSampler(train.lengths(), cfg.batch_size, cfg.seed),
+                              **workers)
     val_loader = DataLoader(EncodedDataset(val), batch_size=cfg.batch_size, collate_fn=collate, **workers)
 
     # 3. A BERT of the chosen size, random weights.
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size,
+                        num_hidden_layers=cfg.num_hidden_layers,
                         num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
                         max_position_embeddings=cfg.max_seq_length, pad_token_id=tokenizer.pad_token_id)
     model = BertForMaskedLM(config)
@@ -151,7 +159,8 @@ def run(cfg) -> dict:
     best = best_checkpoint(trainer, cfg.checkpoint_dir)
     metrics = {"val_loss": float(trainer.checkpoint_callback.best_model_score or float("nan")),
                "global_step": trainer.global_step, "fit_seconds": round(seconds, 1),
-               "steps_per_second": round(trainer.global_step / max(seconds, 1e-9), 3), "best_checkpoint": best}
+               "steps_per_second": round(trainer.global_step / max(seconds, 1e-9), 3),
+               "best_checkpoint": best}
     if trainer.is_global_zero:
         ckpt = loading.read_checkpoint(best)
         model = BertForMaskedLM(config)
@@ -159,7 +168,8 @@ def run(cfg) -> dict:
         model.save_pretrained(cfg.export_dir)
         tokenizer.save_pretrained(cfg.export_dir)
         (cfg.export_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        print(f"masked-LM validation loss {metrics['val_loss']:.3f}; pretrained model exported to {cfg.export_dir}")
+        print(f"masked-LM validation loss {metrics['val_loss']:.3f}; "
+              f"pretrained model exported to {cfg.export_dir}")
     return metrics
 
 

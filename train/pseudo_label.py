@@ -49,14 +49,18 @@ def write_ratings(path: Path, documents: list[str], labels: np.ndarray) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="the fine-tuned teacher: an exported folder or a .ckpt")
-    parser.add_argument("--corpus-dir", "--corpus_dir", required=True, help="folder with ratings_train.txt(.gz)")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True,
+                        help="the fine-tuned teacher: an exported folder or a .ckpt")
+    parser.add_argument("--corpus-dir", "--corpus_dir", required=True,
+                        help="folder with ratings_train.txt(.gz)")
     parser.add_argument("--unlabeled", required=True, help="one review a line, plain or .gz")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME, help="the teacher's runtime")
     parser.add_argument("--weight", type=float, default=0.5, help="the n-gram model's share of the average")
-    parser.add_argument("--c", type=float, default=8.0, help="inverse regularisation of the logistic regression")
+    parser.add_argument("--c", type=float, default=8.0,
+                        help="inverse regularisation of the logistic regression")
     parser.add_argument("--val-size", "--val_size", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
@@ -95,8 +99,10 @@ def label(args: argparse.Namespace) -> None:
           f"n-grams {report['ngram_acc']:.2%}", flush=True)
 
     print(f"labelling {len(unlabeled):,} reviews ...", flush=True)
-    pseudo = np.concatenate([teacher(unlabeled[i:i + 20_000])[1] > 0.5 for i in range(0, len(unlabeled), 20_000)])
-    report.update(unlabeled_n=len(unlabeled), unlabeled_positive=float(pseudo.mean()), seconds=round(time.time() - started))
+    pseudo = np.concatenate([teacher(unlabeled[i:i + 20_000])[1] > 0.5
+                             for i in range(0, len(unlabeled), 20_000)])
+    report.update(unlabeled_n=len(unlabeled), unlabeled_positive=float(pseudo.mean()),
+                  seconds=round(time.time() - started))
     write_ratings(out / "ratings_train.txt", list(documents[train_idx]) + unlabeled,
                   np.concatenate([labels[train_idx], pseudo.astype(int)]))
     write_ratings(out / "ratings_validation.txt", list(documents[val_idx]), val_labels)

@@ -38,12 +38,13 @@ def check_output_dir(path: str | Path, need_bytes: int = 0) -> None:
         with tempfile.NamedTemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise UserError(f"Cannot write to the output folder {path} ({e.strerror or e}). Choose another output folder.") from None
+        raise UserError(f"Cannot write to the output folder {path} ({e.strerror or e}). "
+                        "Choose another output folder.") from None
     free = shutil.disk_usage(path).free
     if need_bytes and free < need_bytes:
         raise UserError(
-            f"Only {free / 2**30:.1f} GiB free under {path}; checkpoints and the export of this model need about "
-            f"{need_bytes / 2**30:.1f} GiB. Free some space or choose another output folder."
+            f"Only {free / 2**30:.1f} GiB free under {path}; checkpoints and the export of this model "
+            f"need about {need_bytes / 2**30:.1f} GiB. Free some space or choose another output folder."
         )
 
 
@@ -107,7 +108,8 @@ class SaveLast(Checkpoint):
 
     def on_train_batch_end(self, trainer, *args) -> None:
         step = trainer.global_step
-        if self.every_n_steps and step % self.every_n_steps == 0 and step != self._saved_step and not trainer.fast_dev_run:
+        if (self.every_n_steps and step % self.every_n_steps == 0 and step != self._saved_step
+                and not trainer.fast_dev_run):
             self._save(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -127,18 +129,19 @@ def build_trainer(cfg, monitor: str, mode: str, max_epochs: int, callbacks=()) -
     try:
         return L.Trainer(
             accelerator=cfg.accelerator, devices=lightning_devices(cfg.devices), num_nodes=cfg.num_nodes,
-            strategy=cfg.strategy, precision=resolve_precision(cfg), max_epochs=max_epochs, max_steps=cfg.max_steps,
-            max_time=cfg.max_time, gradient_clip_val=cfg.gradient_clip_val or None, val_check_interval=cfg.val_check_interval,
-            log_every_n_steps=cfg.log_every_n_steps, callbacks=[*checkpoints, LearningRateMonitor("step"), *callbacks],
+            strategy=cfg.strategy, precision=resolve_precision(cfg), max_epochs=max_epochs,
+            max_steps=cfg.max_steps, max_time=cfg.max_time, gradient_clip_val=cfg.gradient_clip_val or None,
+            val_check_interval=cfg.val_check_interval, log_every_n_steps=cfg.log_every_n_steps,
+            callbacks=[*checkpoints, LearningRateMonitor("step"), *callbacks],
             logger=loggers, default_root_dir=out, fast_dev_run=cfg.test_mode, deterministic=False,
             num_sanity_val_steps=0 if cfg.resume else 2,
             # XLA saves through its own CheckpointIO (tensors must leave the TPU first).
             plugins=[] if cfg.accelerator == "tpu" else [AtomicCheckpointIO()],
         )
-    except (ValueError, RuntimeError, TypeError) as e:  # Lightning's MisconfigurationException is a ValueError
+    except (ValueError, RuntimeError, TypeError) as e:  # MisconfigurationException is a ValueError
         raise UserError(
-            f"Lightning cannot use accelerator={cfg.accelerator!r}, devices={cfg.devices!r}, num_nodes={cfg.num_nodes}, "
-            f"strategy={cfg.strategy!r}: {e}"
+            f"Lightning cannot use accelerator={cfg.accelerator!r}, devices={cfg.devices!r}, "
+            f"num_nodes={cfg.num_nodes}, strategy={cfg.strategy!r}: {e}"
         ) from None
 
 
@@ -149,11 +152,13 @@ def resume_path(cfg) -> str | None:
 
     last = cfg.checkpoint_dir / "last.ckpt"
     if not last.is_file():
-        raise UserError(f"--resume: no {last} to resume from. Run once without --resume first (same --downstream_model_dir).")
+        raise UserError(f"--resume: no {last} to resume from. "
+                        "Run once without --resume first (same --downstream_model_dir).")
     try:  # a damaged file (copied by hand, an older version's non-atomic save) fails here, in words
         loading.read_checkpoint(last)
     except UserError as e:
-        raise UserError(f"--resume: {e} Delete it to start over, or copy checkpoints/best.ckpt over it to resume from there.") from None
+        raise UserError(f"--resume: {e} Delete it to start over, "
+                        "or copy checkpoints/best.ckpt over it to resume from there.") from None
     return str(last)
 
 

@@ -20,13 +20,16 @@ def train_wordpiece(texts, vocab_size: int = 16000, min_frequency: int = 2):
     from transformers import BertTokenizer
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False)
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                strip_accents=False, lowercase=False)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS)
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                        special_tokens=SPECIAL_TOKENS)
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts) if hasattr(texts, "__len__") else None)
     # transformers 5: BertTokenizer *is* the fast tokenizer, and it must be built from `vocab=`
     # (a `vocab_file=` argument is silently ignored and yields a 5-token vocabulary).
-    return BertTokenizer(vocab=tok.get_vocab(), do_lower_case=False, strip_accents=False, tokenize_chinese_chars=True)
+    return BertTokenizer(vocab=tok.get_vocab(), do_lower_case=False, strip_accents=False,
+                         tokenize_chinese_chars=True)
 
 
 def read_texts(paths) -> list[str]:
@@ -42,7 +45,8 @@ def main(argv=None) -> None:
     from nsmc.errors import UserError
     from nsmc.cli import command_errors
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")
     parser.add_argument("files", nargs="+")
     parser.add_argument("--vocab-size", type=int, default=16000)
