@@ -47,6 +47,6 @@ def _load(args: argparse.Namespace, default_model: Path) -> TextClassifier:
     if args.model is None and not default_model.exists():
         raise UserError("no model to serve yet: the default models/nsmc-small/ does not exist.\n"
                         "  Train and export one:  python -m train   (README: it writes the exported folder)\n"
-                        "  or serve another one:  python app.py --model PATH  (an exported folder or .ckpt),\n"
+                        "  or serve another one:  python app.py --model PATH (an exported folder or .ckpt),\n"
                         "                         or set MODEL_DIR=PATH")
     return TextClassifier.load(args.model or default_model, base_model=args.base_model, runtime=args.runtime)

@@ -244,8 +244,8 @@ ONE = "document\n좋다\n"
      "out.csv exists. Add --resume to continue an interrupted run, or --overwrite to replace it."),
     ("in.csv", ONE, "out.csv", "old", ["--resume"], "out.csv exists but has no progress file"),
 ])
-def test_mistakes_get_one_line_and_no_traceback(tmp_path, capsys, tiny_model_dir, source, content, target, old,
-                                                args, message):
+def test_mistakes_get_one_line_and_no_traceback(tmp_path, capsys, tiny_model_dir, source, content, target,
+                                                old, args, message):
     if content is not None:
         write(tmp_path / source, content)
     if old is not None:
