@@ -1,9 +1,7 @@
-"""Serve a text classifier (default: NSMC movie-review sentiment) as a Gradio page and API.
+"""Serve a text classifier (default: NSMC movie-review sentiment) as a Gradio page, Gradio's API (/predict,
+/predict_batch, /explain, /predict_file) and a JSON API (POST /api/predict, nsmc/api.py). See docs/app.md."""
 
-Gradio's API: Client(url).predict("리뷰", api_name="/predict"), also "/predict_batch", "/explain",
-"/predict_file"; plain JSON: POST /api/predict (nsmc/api.py). See docs/app.md.
-"""
-
+import asyncio
 import html
 import os
 import sys
@@ -48,14 +46,14 @@ def user_errors():  # a user's mistake or a full server (Busy): a message on the
         raise gr.Error(html.escape(str(e), quote=False)) from None  # shown as HTML; it may quote a file
 
 
-def score(texts: list) -> list[dict]:
+async def score(texts: list) -> list[dict]:  # async: the Batcher's future is awaited, no thread held
     check_rows(len(texts))
-    return rows(texts, classifier.predict_proba(texts), classifier.label_names)
+    return rows(texts, await asyncio.wrap_future(classifier.submit(texts)), classifier.label_names)
 
 
-def predict(text) -> dict | str:
+async def predict(text) -> dict | str:
     with user_errors():
-        [row] = score([as_text(text)])
+        [row] = await score([as_text(text)])
     return dict(zip(classifier.labels, map(row.get, classifier.label_names))) if row["label"] else page.empty
 
 
@@ -67,21 +65,21 @@ def explain(text) -> tuple[list | None, str]:
     return result.highlights, truncated_note() if result.truncated else ""
 
 
-def predict_batch(reviews: list[str] | str) -> list[dict]:
+async def predict_batch(reviews: list[str] | str) -> list[dict]:
     """Score many texts: a list of strings, or one string with a text on each line."""
     reviews = reviews.splitlines() if isinstance(reviews, str) else reviews
     if not isinstance(reviews, list):
         raise gr.Error("Send a list of reviews (strings), or one text with a review on each line.")
     with user_errors():
-        return score(reviews)
+        return await score(reviews)
 
 
-def predict_file(path: str | None) -> tuple[pd.DataFrame, str]:
+async def predict_file(path: str | None) -> tuple[pd.DataFrame, str]:
     if not path:
         raise gr.Error("파일을 올려 주세요 (upload a .txt, .csv or .tsv file first).")
     with user_errors():
-        table = score(read_reviews(path))
-    return pd.DataFrame(table), str(write_csv(table, OUT_DIR))
+        table = await score(await asyncio.to_thread(read_reviews, path))  # file work off the event loop
+    return pd.DataFrame(table), str(await asyncio.to_thread(write_csv, table, OUT_DIR))
 
 
 with gr.Blocks(title=page.title, delete_cache=(3600, 3600)) as demo:
