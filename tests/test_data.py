@@ -4,7 +4,8 @@ import torch
 
 from nsmc.errors import UserError
 from train.config import TrainConfig
-from train.data import LengthGroupedSampler, ClassificationDataModule, split_train_val
+from train.data import (ClassificationDataModule, EpochSampler, LengthGroupedSampler, ResumableDataLoader,
+                        split_train_val)
 
 
 def test_length_grouped_sampler_is_a_permutation_with_tight_batches():
@@ -118,3 +119,47 @@ def test_examples_come_from_the_train_file_when_the_corpus_has_no_test_split(tmp
         TrainConfig(corpus_dir=str(tmp_path), run_test=False, cache_dir=str(tmp_path)), tiny_tokenizer)
     examples = dm.examples()
     assert len(examples) == 4 and all(10 <= len(t) <= 100 for t in examples)  # two of each label
+
+
+# --- the sampler behind exact resumption ------------------------------------------------------------
+
+def test_length_grouped_batches_stay_aligned():
+    """The DataLoader cuts the index stream every batch_size: each cut must be one length group
+    (sorted longest first), including after the one short batch of the last mega-batch."""
+    lengths = np.random.default_rng(0).integers(1, 128, size=1_234)  # 1,234 = 1,200 + 34: a short batch
+    sampler = LengthGroupedSampler(lengths, batch_size=8, seed=3, mega=150)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert sorted(order) == list(range(len(lengths)))
+        batches = [order[i : i + 8] for i in range(0, len(order), 8)]
+        assert all(len(b) == 8 for b in batches[:-1])
+        assert all(list(lengths[b]) == sorted(lengths[b], reverse=True) for b in batches)
+
+
+@pytest.mark.parametrize("group", [True, False])
+def test_sampler_resumes_at_the_next_batch(group):
+    lengths = np.arange(100) % 17 + 1
+    make = ((lambda: LengthGroupedSampler(lengths, 8, seed=1, mega=4)) if group
+            else (lambda: EpochSampler(100, 8, seed=1)))
+    dataset = list(range(100))  # item i is i: batches show the indices
+    full = make()
+    full.set_epoch(1)
+    expected = [int(i) for i in full]
+    loader = ResumableDataLoader(dataset, batch_size=8, sampler=make(), collate_fn=list)
+    loader.sampler.set_epoch(1)
+    seen = []
+    for n, batch in enumerate(loader, start=1):
+        seen += batch
+        if n == 5:
+            state = loader.state_dict()
+            break
+    assert state == {"epoch": 1, "batches": 5}
+    resumed = ResumableDataLoader(dataset, batch_size=8, sampler=make(), collate_fn=list)
+    resumed.load_state_dict(state)  # a fresh process: the sampler starts at epoch 0 until told
+    rest = [i for batch in resumed for i in batch]
+    assert seen + rest == expected
+    assert resumed.state_dict() == {"epoch": 1, "batches": 13}  # 100 reviews / 8 = 13 batches
+    finished = ResumableDataLoader(dataset, batch_size=8, sampler=make(), collate_fn=list)
+    finished.load_state_dict({"epoch": 1, "batches": 13})  # saved at the end of epoch 1: resume with epoch 2
+    assert finished.sampler.epoch == 2 and len([i for b in finished for i in b]) == 100
