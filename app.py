@@ -13,9 +13,10 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
 os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
-# No concurrency limit: the classifier's one Batcher decides. api_open=False closes /gradio_api/run/<name>,
-# which would skip the queue and its size cap. 16 sessions, not 10,000: nothing here is stateful.
-QUEUE, SESSIONS_KEPT = dict(max_size=256, default_concurrency_limit=None, api_open=False), 16
+# No concurrency limit: the one Batcher decides. api_open=False closes /gradio_api/run/ (it skips the queue).
+# Queue positions sent once a second, not at every job start. 16 sessions: nothing here is stateful.
+QUEUE = dict(max_size=256, default_concurrency_limit=None, api_open=False, status_update_rate=1)
+SESSIONS_KEPT = 16
 
 from nsmc import guard  # noqa: E402
 
