@@ -20,7 +20,8 @@ Sections (--sections, default all), each pair run alternately in the same proces
            one batch);
   train    optimizer steps (AdamW, batch 32) on a random sample of the train split: the tutorial's
            features padded to 128 with RandomSampler + data_collator, against ours (train.data:
-           LengthGroupedSampler + Collate, dynamic padding);
+           LengthGroupedSampler + Collate, dynamic padding); on --device (cpu, or cuda: a GPU run is
+           `--sections train --device cuda --no-write`, its table printed);
   prep     preparing the 150k training set: the tutorial's ClassificationDataset (slow tokenizer, pad to
            128, torch.save of a list of dataclasses) against nsmc.encoding.encode_file (Rust encode_batch,
            .npz cache), cold and from cache; each run in a fresh child process, so its peak memory is its own.
@@ -58,7 +59,8 @@ import torch  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench"
 DATA = Path(os.environ.get("NSMC_DATA", ROOT.parent / "shared" / "data" / "nsmc"))
-KCBERT = ROOT.parent / "shared" / "kcbert-base"  # kcbert-base's config.json, vocab.txt, tokenizer settings
+# kcbert-base's config.json, vocab.txt and tokenizer settings; $NSMC_KCBERT elsewhere (a GPU machine)
+KCBERT = Path(os.environ.get("NSMC_KCBERT", ROOT.parent / "shared" / "kcbert-base"))
 NO_KCBERT = f"{KCBERT} is absent: the kcbert-base rows and the preparation section were skipped."
 RESULTS = ROOT / "bench" / "RESULTS.md"
 MB = 1024 * 1024
@@ -299,7 +301,8 @@ def bench_train(name: str, model_dir: Path, mem: MemWatch, args) -> dict:
     texts, labels = [ratings.documents[i] for i in idx], [ratings.labels[i] for i in idx]
     del ratings
     model, fast = load_classifier(model_dir)
-    model.train()  # dropout on, as in training
+    device = torch.device(args.device)
+    model.to(device).train()  # dropout on, as in training
     slow = slow_tokenizer(slow_vocab_for(model_dir, fast))
     max_len = min(128, model.config.max_position_embeddings)
     examples = [ClassificationExample(text_a=t, label=str(label)) for t, label in zip(texts, labels)]
@@ -323,22 +326,32 @@ def bench_train(name: str, model_dir: Path, mem: MemWatch, args) -> dict:
     steps = {"tutorial": args.train_steps, "ours": args.train_steps_ours}
     its = {"tutorial": tut_iter, "ours": ours_iter}
 
-    def block(model, optimizer, batches, n: int) -> tuple[float, list[int]]:
+    def precision(way: str):
+        """On a GPU each way as its project trains: the tutorial in fp32 (ratsnlp's default, fp16=False),
+        ours in bf16 autocast (train.trainer.resolve_precision's bf16-mixed)."""
+        if device.type == "cuda" and way == "ours":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def block(model, optimizer, batches, way: str, n: int) -> tuple[float, list[int]]:
         widths = []
         t0 = time.perf_counter()
         for _ in range(n):
-            batch = next(batches)
+            batch = {k: v.to(device) for k, v in next(batches).items()}
             widths.append(int(batch["input_ids"].shape[1]))
-            training_step(model, optimizer, batch)
+            with precision(way):
+                training_step(model, optimizer, batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # the steps are queued: wait for them before reading the clock
         return n * bs / (time.perf_counter() - t0), widths
 
     for way in steps:  # warm-up (allocations, optimizer state)
-        block(model, optimizer, its[way], 1)
+        block(model, optimizer, its[way], way, 1)
     rates, widths = {w: [] for w in steps}, {w: [] for w in steps}
     for r in range(args.train_repeats):
         for way in ("tutorial", "ours") if r % 2 == 0 else ("ours", "tutorial"):
             with mem.track((name, "train", way)):
-                rate, w = block(model, optimizer, its[way], steps[way])
+                rate, w = block(model, optimizer, its[way], way, steps[way])
             rates[way].append(rate)
             widths[way] += w
             log(f"{name} train {way}: {rate:.1f} reviews/s (mean width {np.mean(w):.0f})")
@@ -352,7 +365,9 @@ def bench_train(name: str, model_dir: Path, mem: MemWatch, args) -> dict:
         }
         for way in steps
     }
-    res["pool"] = len(texts)
+    res["pool"], res["device"] = len(texts), str(device)
+    if device.type == "cuda":
+        res["device"] = f"{torch.cuda.get_device_name(device)}, tutorial fp32, ours bf16 autocast"
     del model, optimizer, features, enc, tut_iter, ours_iter, its
     gc.collect()
     return res
@@ -626,7 +641,7 @@ def report(res: dict, command: str) -> str:
             t = mres["train"]
             out += [
                 f"Training throughput (AdamW steps of batch 32 on {t['pool']:,} reviews sampled from the "
-                "train split; "
+                f"train split, on {t.get('device', 'cpu')}; "
                 f"{t['tutorial']['steps_per_run']} tutorial / {t['ours']['steps_per_run']} ours steps per "
                 "run, runs alternating):",
                 "",
@@ -741,6 +756,8 @@ def main(argv=None) -> None:
     parser.add_argument("--train-steps", type=int, default=3, help="tutorial optimizer steps per run")
     parser.add_argument("--train-steps-ours", type=int, default=12, help="our optimizer steps per run")
     parser.add_argument("--train-repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu",
+                        help="where the train section runs: cpu, or cuda (tutorial fp32, ours bf16)")
     parser.add_argument(
         "--train-pool", type=int, default=20000, help="train reviews sampled for the training section"
     )
