@@ -159,6 +159,22 @@ def test_resume_refuses_another_job(tmp_path, capsys, tiny_model_dir, reviews, m
     assert out.read_bytes() == before
 
 
+# `python -m nsmc.predict` whose third chunk waits on stdin: however slow the test is to send Ctrl-C, the
+# run cannot finish first, and the signal lands mid-run as a user's would.
+PAUSED_AT_THIRD_CHUNK = """
+import sys
+from nsmc import predict
+real_score, calls = predict.score, []
+def score(*args):
+    calls.append(1)
+    if len(calls) == 3:
+        sys.stdin.read()
+    return real_score(*args)
+predict.score = score
+predict.main(sys.argv[1:])
+"""
+
+
 def test_ctrl_c_leaves_a_valid_partial_output_and_says_how_to_resume(tmp_path, tiny_model_dir, reviews):
     """The real signal, in a child process: stopped after its first chunks, resumed to the end."""
     rows = [{"id": str(i), "document": reviews[i % len(reviews)]} for i in range(600)]
@@ -167,8 +183,8 @@ def test_ctrl_c_leaves_a_valid_partial_output_and_says_how_to_resume(tmp_path, t
     sidecar = predict.progress_path(out)
     args = ["--model", str(tiny_model_dir), "--runtime", "torch", "--chunk_rows", "20", str(src), str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen([sys.executable, "-m", "nsmc.predict", *args], cwd=ROOT, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", PAUSED_AT_THIRD_CHUNK, *args], cwd=ROOT, env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while child.poll() is None and time.monotonic() < deadline:
         if sidecar.is_file() and json.loads(sidecar.read_text())["chunks"] >= 2:
@@ -178,7 +194,7 @@ def test_ctrl_c_leaves_a_valid_partial_output_and_says_how_to_resume(tmp_path, t
     _, err = child.communicate(timeout=60)
     assert child.returncode == 130, err
     done = json.loads(sidecar.read_text())["counts"]["rows"]
-    assert 0 < done < len(rows)
+    assert done == 40  # the two chunks before the pause, and nothing half-written
     assert f"Interrupted: {done:,} rows" in err and "--resume" in err
     partial = read_output(out)
     assert partial["id"].tolist() == [str(i) for i in range(done)]
