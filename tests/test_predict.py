@@ -160,9 +160,11 @@ def test_resume_refuses_another_job(tmp_path, capsys, tiny_model_dir, reviews, m
 
 
 # `python -m nsmc.predict` whose third chunk waits on stdin: however slow the test is to send Ctrl-C, the
-# run cannot finish first, and the signal lands mid-run as a user's would.
+# run cannot finish first, and the signal lands mid-run as a user's would. Ctrl-C as in a terminal, even
+# where the tests run as a background job (which starts children with SIGINT ignored).
 PAUSED_AT_THIRD_CHUNK = """
-import sys
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from nsmc import predict
 real_score, calls = predict.score, []
 def score(*args):
