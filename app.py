@@ -25,9 +25,9 @@ guard.private_gradio_cache()  # uploads in a folder of our own, removed at exit;
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from nsmc import api  # noqa: E402
+from nsmc import api, corpus  # noqa: E402
 from nsmc.errors import UserError  # noqa: E402
-from nsmc.inference import as_text, rows  # noqa: E402
+from nsmc.inference import rows  # noqa: E402
 from nsmc.options import load, parse_args  # noqa: E402
 from nsmc.page import banner, page_for, truncated_note  # noqa: E402
 from nsmc.uploads import MAX_BYTES, MAX_ROWS, check_rows, read_reviews, write_csv  # noqa: E402
@@ -54,13 +54,13 @@ async def score(texts: list) -> list[dict]:  # async: the Batcher's future is aw
 
 async def predict(text) -> dict | str:
     with user_errors():
-        [row] = await score([as_text(text)])
+        [row] = await score([corpus.as_text(text)])
     return dict(zip(classifier.labels, map(row.get, classifier.label_names))) if row["label"] else page.empty
 
 
 def explain(text) -> tuple[list | None, str]:
     with user_errors():
-        result = classifier.explain(as_text(text))
+        result = classifier.explain(corpus.as_text(text))
     if result is None:
         return None, page.empty
     return result.highlights, truncated_note() if result.truncated else ""

@@ -281,7 +281,8 @@ print(json.dumps(alone({model!r}, {seconds!r}, {seed!r})))
 
 
 def alone(model: str, seconds: float, seed: int, rounds: int = 4) -> dict:
-    from nsmc.inference import TextClassifier, as_text
+    from nsmc.corpus import as_text
+    from nsmc.inference import TextClassifier
 
     clf = TextClassifier.load(model, log=lambda *a: None)
     texts = reviews()

@@ -27,7 +27,8 @@ from starlette.routing import Route
 
 from nsmc.batcher import Busy
 from nsmc.errors import UserError
-from nsmc.inference import as_text, rows
+from nsmc.corpus import as_text
+from nsmc.inference import rows
 from nsmc.uploads import MAX_BYTES, MAX_ROWS, check_rows
 
 BLANK = "blank review: nothing to classify"

@@ -23,6 +23,7 @@ from nsmc.errors import UserError
 
 # The one place the label names live: index = the integer label in the files.
 LABELS = ("negative", "positive")
+SURROGATE = re.compile("[\ud800-\udfff]")  # half a UTF-16 pair: not text UTF-8 can encode
 HEADER = ("id", "document", "label")
 SPLITS = ("train", "test")
 # Files are read whole into memory: say so above this size, refuse above the limit.
@@ -258,13 +259,22 @@ def _records(path: Path, fmt: str, skip) -> tuple[list[str], list[dict]]:
     return columns, rows
 
 
-def _cell(value) -> str:
-    """A cell as text: blanks (None, NaN, spaces) become '', 1.0 from a JSON number becomes '1'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def as_text(value) -> str:
+    """Any input as a valid string: None -> "", others -> str(), lone surrogates (which arrive
+    through JSON and make the Rust tokenizer raise) -> U+FFFD."""
+    if value is None:
         return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
+    return SURROGATE.sub("\ufffd", value if isinstance(value, str) else str(value))
+
+
+def cell_text(value) -> str:
+    """A table or JSON cell as text, read the same way for training and for scoring: missing (None,
+    NaN, pandas' NA) is '', 1.0 from a JSON number is '1', lone surrogates are U+FFFD; stripped."""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else str(int(value)) if value.is_integer() else str(value)
+    if value is None or type(value).__name__ == "NAType":  # pandas.NA, without importing pandas here
+        return ""
+    return as_text(value).strip()
 
 
 def read_labelled(path: str | Path, text_columns: list[str], label_column: str, log=print,
@@ -298,8 +308,8 @@ def read_labelled(path: str | Path, text_columns: list[str], label_column: str, 
                         f"{', '.join(map(repr, columns))}{shape}. Pass --text_column_names and "
                         f"--label_column_name with columns of the file.")
     for number, row in enumerate(rows, start=1):
-        text = " ".join(t for t in (_cell(row.get(c)) for c in text_columns) if t)
-        label = _cell(row.get(label_column))
+        text = " ".join(t for t in (cell_text(row.get(c)) for c in text_columns) if t)
+        label = cell_text(row.get(label_column))
         if not text or not label:
             skip(number, "empty text" if not text else "empty label")
             continue

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from nsmc.batcher import Batcher
-from nsmc.corpus import LABELS
+from nsmc.corpus import LABELS, as_text
 from nsmc.encoding import pad_batch, truncating
 from nsmc.loading import load_classifier
 from nsmc.runtime import DEFAULT_RUNTIME, TorchRuntime, build_runtime, usable_cores
@@ -39,15 +39,6 @@ def set_threads(n: int | None = None) -> int:
     except RuntimeError:  # only allowed before the first parallel op
         pass
     return n
-
-
-def as_text(value) -> str:
-    """Any input as a valid string: None -> "", others -> str(), lone surrogates (which arrive
-    through JSON and make the Rust tokenizer raise) -> U+FFFD."""
-    if value is None:
-        return ""
-    text = value if isinstance(value, str) else str(value)
-    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def cap(text, max_chars: int = MAX_CHARS) -> tuple[str, bool]:

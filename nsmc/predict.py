@@ -29,7 +29,6 @@ import csv
 import gzip
 import itertools
 import json
-import math
 import os
 import shlex
 import signal
@@ -46,9 +45,9 @@ import numpy as np
 import pandas as pd
 
 from nsmc.cli import command_errors
-from nsmc.corpus import open_text
+from nsmc.corpus import cell_text, open_text
 from nsmc.errors import UserError
-from nsmc.inference import MAX_CHARS, TextClassifier, as_text, is_blank, rows
+from nsmc.inference import MAX_CHARS, TextClassifier, is_blank, rows
 from nsmc.runtime import DEFAULT_RUNTIME, HELP, RUNTIMES
 
 INPUTS = (".csv", ".tsv", ".txt", ".jsonl")
@@ -82,20 +81,13 @@ def column_names(value: str) -> list[str]:
     return [c.strip() for c in value.split(",") if c.strip()]
 
 
-def _cell_text(value) -> str:
-    """A cell as text: missing (None, NaN, pd.NA from pandas / Arrow readers) is empty."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return as_text(value)
-
-
 def joined_texts(frame: pd.DataFrame, text_columns: list[str]) -> list[str]:
     """The text of each row: its non-blank text columns, stripped, joined with a space (as training
     joins them)."""
-    parts = [frame[c].map(_cell_text) for c in text_columns]
+    parts = [frame[c].map(cell_text) for c in text_columns]
     if len(parts) == 1:
-        return [p.strip() for p in parts[0]]
-    return [" ".join(t for t in map(str.strip, row) if t) for row in zip(*parts)]
+        return list(parts[0])
+    return [" ".join(t for t in row if t) for row in zip(*parts)]
 
 
 def scored_frame(frame: pd.DataFrame, texts: list[str], probs: np.ndarray,

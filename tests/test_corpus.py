@@ -120,6 +120,22 @@ def test_every_format_reads_the_same_rows(tmp_path, name, bom):
     assert data.texts == [t for _, t, _ in TOPICS] and data.labels == ["food", "travel", "sports"]
 
 
+def test_json_cells_become_the_text_scoring_reads_too(tmp_path):
+    """Numbers, nulls and a lone surrogate (half an emoji, as scraped JSON carries) in JSON cells:
+    text the tokenizer takes, read as `python -m nsmc.predict` reads the same file."""
+    from nsmc import predict
+    from nsmc.corpus import read_labelled
+
+    path = write(tmp_path / "d.jsonl", '{"t": "good \\ud83d movie", "n": 1.0, "label": 1}\n'
+                                       '{"t": null, "n": 2.5, "label": "0"}\n')
+    data = read_labelled(path, ["t", "n"], "label")
+    assert data.texts == ["good \ufffd movie 1", "2.5"] and data.labels == ["1", "0"]
+    data.texts[0].encode("utf-8")  # what the tokenizer and the cache key need
+    columns, rows, _ = predict.read_rows(path, ["t", "n"], predict.Counts())
+    [frame] = predict.chunks(columns, rows, 10)
+    assert predict.joined_texts(frame, ["t", "n"]) == data.texts
+
+
 def test_several_text_columns_are_joined_and_blank_rows_skipped(tmp_path):
     from nsmc.corpus import read_labelled
 
