@@ -30,6 +30,8 @@ SPLITS = ("train", "test")
 ANNOUNCE_BYTES = 100 * 2**20
 MAX_FILE_BYTES = 2 * 2**30
 FORMATS = (".csv", ".tsv", ".txt", ".json", ".jsonl")
+FORMAT_NAMES = {".csv": ".csv", ".tsv": ".tsv", ".txt": ".txt (tab-separated)",
+                ".json": ".json (a list of objects)", ".jsonl": ".jsonl (one object a line)"}
 
 
 def _summary(path: str, n: int, unit: str, skipped: Counter, examples: list, where: str) -> str:
@@ -193,16 +195,17 @@ class LabelledTexts:
         return _summary(self.path, len(self), "rows", self.skipped, self.examples, "row")
 
 
-def file_format(path: str | Path) -> str:
-    """'.csv', '.tsv', '.txt', '.json' or '.jsonl', from the name (a trailing .gz aside)."""
+def file_format(path: str | Path, allowed: tuple[str, ...] = FORMATS, role: str = "") -> str:
+    """One of `allowed` ('.csv', '.tsv', ...) from the name (a trailing .gz aside), or a UserError
+    naming what is accepted. `role`: "input ", "output " for the message."""
     suffixes = Path(path).suffixes
     if suffixes[-1:] == [".gz"]:
         suffixes = suffixes[:-1]
     suffix = suffixes[-1].lower() if suffixes else ""
-    if suffix not in FORMATS:
-        raise UserError(f"{path}: unknown format {suffix or '(no extension)'!r}; name it .csv, .tsv, "
-                        f".txt (tab-separated), .json (a list of objects) or .jsonl (one object a line), "
-                        f"optionally .gz.")
+    if suffix not in allowed:
+        names = [FORMAT_NAMES[f] for f in allowed]
+        raise UserError(f"{path}: unknown {role}format {suffix or '(no extension)'!r}; name it "
+                        f"{', '.join(names[:-1])} or {names[-1]}, optionally .gz.")
     return suffix
 
 

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from nsmc.cli import command_errors
-from nsmc.corpus import cell_text, open_text
+from nsmc.corpus import cell_text, file_format, open_text
 from nsmc.errors import UserError
 from nsmc.inference import MAX_CHARS, TextClassifier, is_blank, rows
 from nsmc.runtime import DEFAULT_RUNTIME, HELP, RUNTIMES
@@ -158,15 +158,6 @@ class Counts:
         return lines
 
 
-def file_format(path: Path, allowed: tuple[str, ...], role: str) -> str:
-    """'.csv', '.tsv', ... from the name (before a `.gz`), or a UserError listing what is accepted."""
-    stem = (path.name[:-3] if path.name.endswith(".gz") else path.name).lower()
-    for ext in allowed:
-        if stem.endswith(ext):
-            return ext
-    raise UserError(f"{path}: unknown {role} format; name it {', '.join(allowed)} (optionally with .gz).")
-
-
 def _table_rows(lines, delimiter: str, counts: Counts) -> Iterator[list]:
     """The header, then rows of its width; a record with broken quoting or another width is skipped
     and counted (line numbers are the file's)."""
@@ -240,7 +231,7 @@ def check_columns(columns: list[str], text_columns: list[str], name: str, what: 
 
 def read_rows(path: Path, text_columns: list[str], counts: Counts) -> tuple[list[str], Iterator[list], int]:
     """(columns, the rows as lists, lines the header takes), streaming; bad rows are counted, not raised."""
-    fmt = file_format(path, INPUTS, "input")
+    fmt = file_format(path, INPUTS, "input ")
     f = open_text(path)
     lines = iter(f)
     header_lines = 1
@@ -416,7 +407,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> Counts:
                         "e.g. --text_column_names document.")
     if not source.is_file():
         raise UserError(f"{source}: no such file.")
-    out_fmt = file_format(output, OUTPUTS, "output")
+    out_fmt = file_format(output, OUTPUTS, "output ")
     if output.resolve() == source.resolve():
         raise UserError("OUTPUT is the INPUT file: write the scores to another file.")
     if not output.parent.is_dir():
