@@ -365,9 +365,9 @@ def bench_train(name: str, model_dir: Path, mem: MemWatch, args) -> dict:
         }
         for way in steps
     }
-    res["pool"], res["device"] = len(texts), str(device)
-    if device.type == "cuda":
-        res["device"] = f"{torch.cuda.get_device_name(device)}, tutorial fp32, ours bf16 autocast"
+    res["pool"] = len(texts)
+    res["device"] = (f"{torch.cuda.get_device_name(device)}, tutorial fp32, ours bf16 autocast"
+                     if device.type == "cuda" else str(device))
     del model, optimizer, features, enc, tut_iter, ours_iter, its
     gc.collect()
     return res

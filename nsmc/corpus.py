@@ -197,14 +197,14 @@ class LabelledTexts:
 
 def file_format(path: str | Path, allowed: tuple[str, ...] = FORMATS, role: str = "") -> str:
     """One of `allowed` ('.csv', '.tsv', ...) from the name (a trailing .gz aside), or a UserError
-    naming what is accepted. `role`: "input ", "output " for the message."""
+    naming what is accepted; `role` ("input", "output") names the file in that message."""
     suffixes = Path(path).suffixes
     if suffixes[-1:] == [".gz"]:
         suffixes = suffixes[:-1]
     suffix = suffixes[-1].lower() if suffixes else ""
     if suffix not in allowed:
         names = [FORMAT_NAMES[f] for f in allowed]
-        raise UserError(f"{path}: unknown {role}format {suffix or '(no extension)'!r}; name it "
+        raise UserError(f"{path}: unknown {role + ' ' if role else ''}format {suffix or '(no extension)'!r}; name it "
                         f"{', '.join(names[:-1])} or {names[-1]}, optionally .gz.")
     return suffix
 

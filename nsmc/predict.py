@@ -231,7 +231,7 @@ def check_columns(columns: list[str], text_columns: list[str], name: str, what: 
 
 def read_rows(path: Path, text_columns: list[str], counts: Counts) -> tuple[list[str], Iterator[list], int]:
     """(columns, the rows as lists, lines the header takes), streaming; bad rows are counted, not raised."""
-    fmt = file_format(path, INPUTS, "input ")
+    fmt = file_format(path, INPUTS, "input")
     f = open_text(path)
     lines = iter(f)
     header_lines = 1
@@ -407,7 +407,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> Counts:
                         "e.g. --text_column_names document.")
     if not source.is_file():
         raise UserError(f"{source}: no such file.")
-    out_fmt = file_format(output, OUTPUTS, "output ")
+    out_fmt = file_format(output, OUTPUTS, "output")
     if output.resolve() == source.resolve():
         raise UserError("OUTPUT is the INPUT file: write the scores to another file.")
     if not output.parent.is_dir():
