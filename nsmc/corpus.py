@@ -203,8 +203,8 @@ def file_format(path: str | Path, allowed: tuple[str, ...] = FORMATS, role: str 
         suffixes = suffixes[:-1]
     suffix = suffixes[-1].lower() if suffixes else ""
     if suffix not in allowed:
-        names = [FORMAT_NAMES[f] for f in allowed]
-        raise UserError(f"{path}: unknown {role + ' ' if role else ''}format {suffix or '(no extension)'!r}; name it "
+        names, what = [FORMAT_NAMES[f] for f in allowed], f"{role} format" if role else "format"
+        raise UserError(f"{path}: unknown {what} {suffix or '(no extension)'!r}; name it "
                         f"{', '.join(names[:-1])} or {names[-1]}, optionally .gz.")
     return suffix
 
