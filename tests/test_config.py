@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from nsmc.errors import UserError
-from train.config import PretrainConfig, TrainConfig, lightning_devices, parse
+from train.config import PretrainConfig, TrainConfig, lightning_devices, parse, validation_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,10 +28,23 @@ def test_tutorial_tpu_cores_flag():
     assert cfg.accelerator == "tpu" and lightning_devices(cfg.devices) == 8
 
 
-@pytest.mark.parametrize("bad", [["--devices", "two"], ["--scheduler", "cosine"], ["--batch_size", "0"]])
+@pytest.mark.parametrize("bad", [["--devices", "two"], ["--scheduler", "cosine"], ["--batch_size", "0"],
+                                 ["--val_check_interval", "2.5"], ["--val_check_interval", "0"]])
 def test_bad_values_are_user_errors(bad):
     with pytest.raises(UserError):
         parse(TrainConfig, bad)
+
+
+def test_pretrain_objective_is_checked():
+    assert parse(PretrainConfig, ["--objective", "electra"]).objective == "electra"
+    with pytest.raises(UserError, match="choose mlm or electra"):
+        parse(PretrainConfig, ["--objective", "bert"])
+
+
+def test_validation_interval_is_a_fraction_or_a_step_count():
+    """Lightning reads a float as a share of the epoch and an int as steps: 500.0 from a flag must be 500."""
+    assert validation_interval(0.25) == 0.25 and validation_interval(1.0) == 1.0
+    assert validation_interval(500.0) == 500 and isinstance(validation_interval(500.0), int)
 
 
 def test_unknown_yaml_key_is_rejected(tmp_path, capsys):

@@ -62,7 +62,7 @@ class RunConfig:
     resume: bool = _help("Continue an interrupted run from checkpoints/last.ckpt (same end: optimizer, "
                          "scheduler, epoch).", False)
     val_check_interval: float = _help("Validate this often within an epoch (1.0 = once per epoch, 0.25 = "
-                                      "four times).", 1.0)
+                                      "four times), or every N steps (a whole number above 1: 500).", 1.0)
     checkpoint_every_n_steps: int = _help("Also refresh last.ckpt every N steps, so a kill loses little (0 = "
                                           "at validation only).", 0)
     log_every_n_steps: int = _help("Log training loss and accuracy every N steps.", 50)
@@ -76,6 +76,7 @@ class RunConfig:
         for name in ("batch_size", "epochs", "max_seq_length"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1, not {getattr(self, name)}.")
+        validation_interval(self.val_check_interval)
         self.devices = parse_devices(self.devices)
 
     @property
@@ -156,11 +157,11 @@ class TrainConfig(RunConfig):
 
 @dataclass
 class PretrainConfig(RunConfig):
-    """`python -m train.pretrain`: masked-language-model pre-training of a BERT from scratch."""
+    """`python -m train.pretrain`: pre-training of a BERT from scratch (masked-LM or ELECTRA)."""
 
     texts: str = _help("Comma-separated text files, one review a line (plain or .gz), or rating files (their "
                        "documents).", "../shared/data/nsmc/reviews_unlabeled.txt.gz")
-    output_dir: str = _help("Output folder: checkpoints/, logs/, export/ (a BertForMaskedLM folder that "
+    output_dir: str = _help("Output folder: checkpoints/, logs/, export/ (a BERT folder that "
                             "`python -m train` fine-tunes).", "runs/pretrain")
     tokenizer: str | None = _help("A tokenizer folder to use; unset: train a WordPiece vocabulary on `texts` "
                                   "first.", None)
@@ -169,8 +170,21 @@ class PretrainConfig(RunConfig):
     num_hidden_layers: int = _help("Transformer layers.", 6)
     num_attention_heads: int = _help("Attention heads (hidden_size must divide by it).", 4)
     intermediate_size: int = _help("Feed-forward width (usually 4x hidden).", 1024)
+    objective: str = _help("'mlm' (masked-language modelling, as BERT) or 'electra' (replaced-token "
+                           "detection: a small generator fills the masks, the model tells which tokens were "
+                           "replaced).",
+                           "mlm")
     mlm_probability: float = _help("Share of tokens masked (80% [MASK], 10% random, 10% kept).", 0.15)
+    generator_hidden_size: int = _help("ELECTRA: the generator's width (a quarter of the model's in "
+                                       "ELECTRA-Small).", 64)
+    discriminator_weight: float = _help("ELECTRA: the weight of the replaced-token loss against the "
+                                        "generator's masked-LM loss (50 in the paper).", 50.0)
     val_size: int = _help("Reviews held out to report the masked-LM validation loss.", 5000)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.objective not in ("mlm", "electra"):
+            raise UserError(f"--objective {self.objective!r}: choose mlm or electra.")
 
     @property
     def out_dir(self) -> Path:
@@ -200,6 +214,14 @@ def lightning_devices(devices: str):
     if "," in devices or devices.startswith("["):
         return [int(p) for p in devices.strip("[]").split(",") if p]
     return int(devices)
+
+
+def validation_interval(value: float) -> float | int:
+    """Lightning's val_check_interval: a float is a fraction of the epoch, an int a number of steps."""
+    if value <= 0 or value > 1 and value != int(value):
+        raise UserError(f"--val_check_interval {value:g}: use a fraction of the epoch (0.25) or a whole "
+                        "number of steps (500).")
+    return int(value) if value > 1 else value
 
 
 def _type_of(f: dataclasses.Field):

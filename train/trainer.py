@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ModelCh
 from lightning.pytorch.plugins import TorchCheckpointIO
 
 from nsmc.errors import UserError
-from train.config import lightning_devices
+from train.config import lightning_devices, validation_interval
 
 
 def resolve_precision(cfg) -> str:
@@ -131,7 +131,8 @@ def build_trainer(cfg, monitor: str, mode: str, max_epochs: int, callbacks=()) -
             accelerator=cfg.accelerator, devices=lightning_devices(cfg.devices), num_nodes=cfg.num_nodes,
             strategy=cfg.strategy, precision=resolve_precision(cfg), max_epochs=max_epochs,
             max_steps=cfg.max_steps, max_time=cfg.max_time, gradient_clip_val=cfg.gradient_clip_val or None,
-            val_check_interval=cfg.val_check_interval, log_every_n_steps=cfg.log_every_n_steps,
+            val_check_interval=validation_interval(cfg.val_check_interval),
+            log_every_n_steps=cfg.log_every_n_steps,
             callbacks=[*checkpoints, LearningRateMonitor("step"), *callbacks],
             logger=loggers, default_root_dir=out, fast_dev_run=cfg.test_mode, deterministic=False,
             num_sanity_val_steps=0 if cfg.resume else 2,
