@@ -29,7 +29,8 @@ def test_tutorial_tpu_cores_flag():
 
 
 @pytest.mark.parametrize("bad", [["--devices", "two"], ["--scheduler", "cosine"], ["--batch_size", "0"],
-                                 ["--val_check_interval", "2.5"], ["--val_check_interval", "0"]])
+                                 ["--val_check_interval", "2.5"], ["--val_check_interval", "0"],
+                                 ["--ema_decay", "1"]])
 def test_bad_values_are_user_errors(bad):
     with pytest.raises(UserError):
         parse(TrainConfig, bad)

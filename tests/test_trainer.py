@@ -1,6 +1,6 @@
 """train/trainer.py and how `python -m train` drives it: checkpoints load as plain weights only (no pickle,
-even for --resume of a run folder someone sent), and a run on several devices (DDP, 2 CPU processes
-over gloo) scores every test review exactly once."""
+even for --resume of a run folder someone sent), a run on several devices (DDP, 2 CPU processes
+over gloo) scores every test review exactly once, and --ema_decay exports the weights' average."""
 
 from __future__ import annotations
 
@@ -91,3 +91,23 @@ def test_ddp_on_two_processes_scores_each_test_review_once(base_model, corpus, t
     correct = metrics["test_acc"] * 121
     assert correct == pytest.approx(round(correct), abs=1e-3)  # k/121, not k/122
     assert (out / "export" / "model.safetensors").is_file()
+
+
+def test_ema_validates_and_exports_the_average_and_resumes(base_model, corpus, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    args = ["--pretrained_model_name", base_model, "--corpus_dir", corpus, "--downstream_model_dir", out,
+            "--cache_dir", tmp_path / "cache", "--ema_decay", "0.5", "--learning_rate", "1e-2",
+            "--val_check_interval", "4", "--max_steps"]
+    log = ok(train(*args, "4")) + ok(train(*args, "8", "--resume"))
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 8
+    name = "model.classifier.weight"
+    # Lightning's EMAWeightAveraging keeps the average in state_dict and the trained weights beside it.
+    assert not torch.equal(last["state_dict"][name], last["current_model_state"][name])
+    best = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"][name]
+    exported = load_file(out / "export" / "model.safetensors")["classifier.weight"]
+    assert torch.allclose(exported.float(), best.float(), atol=1e-3)
+    for unsafe in UNSAFE_LOADS:
+        assert unsafe not in log

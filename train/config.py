@@ -35,6 +35,8 @@ class RunConfig:
                                 "scheduler).", 0.06)
     gamma: float = _help("Decay per epoch of the exponential scheduler.", 0.9)
     gradient_clip_val: float = _help("Clip the gradient norm to this (0 turns clipping off).", 1.0)
+    ema_decay: float = _help("0 = off. Else validate, checkpoint and export an exponential moving average of "
+                             "the weights with this decay per step (e.g. 0.999).", 0.0)
     epochs: int = _help("Passes over the training data.", 3)
     max_steps: int = _help("Stop after this many optimizer steps (-1: run all epochs); the schedule ends "
                            "there too.", -1)
@@ -77,6 +79,8 @@ class RunConfig:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1, not {getattr(self, name)}.")
         validation_interval(self.val_check_interval)
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"--ema_decay {self.ema_decay:g}: use 0 (off) or a decay below 1, such as 0.999.")
         self.devices = parse_devices(self.devices)
 
     @property

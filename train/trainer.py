@@ -10,7 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.plugins import TorchCheckpointIO
 
 from nsmc.errors import UserError
@@ -123,6 +123,7 @@ def build_trainer(cfg, monitor: str, mode: str, max_epochs: int, callbacks=()) -
     checkpoints = [ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor, mode=mode,
                                    save_top_k=1, enable_version_counter=False),
                    SaveLast(out / "checkpoints" / "last.ckpt", cfg.checkpoint_every_n_steps)]
+    averaging = [EMAWeightAveraging(decay=cfg.ema_decay)] if cfg.ema_decay else []
     loggers = [L.pytorch.loggers.CSVLogger(out, name="logs")]
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
         loggers.append(L.pytorch.loggers.TensorBoardLogger(out, name="tensorboard"))
@@ -133,7 +134,7 @@ def build_trainer(cfg, monitor: str, mode: str, max_epochs: int, callbacks=()) -
             max_steps=cfg.max_steps, max_time=cfg.max_time, gradient_clip_val=cfg.gradient_clip_val or None,
             val_check_interval=validation_interval(cfg.val_check_interval),
             log_every_n_steps=cfg.log_every_n_steps,
-            callbacks=[*checkpoints, LearningRateMonitor("step"), *callbacks],
+            callbacks=[*checkpoints, LearningRateMonitor("step"), *averaging, *callbacks],
             logger=loggers, default_root_dir=out, fast_dev_run=cfg.test_mode, deterministic=False,
             num_sanity_val_steps=0 if cfg.resume else 2,
             # XLA saves through its own CheckpointIO (tensors must leave the TPU first).
