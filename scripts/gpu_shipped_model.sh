@@ -7,8 +7,15 @@
 #
 # Usage: scripts/gpu_shipped_model.sh DATA_DIR TOKENIZER_DIR OUT_DIR [PRETRAIN_TIME] [FINETUNE_TIME]
 #   PRETRAIN_ARGS / FINETUNE_ARGS (environment): extra flags, e.g. for a CPU rehearsal with a tiny model.
+#   VARIANTS: the two pre-trainings, NAME=flags|NAME=flags (default: the shipped run's 6 and 8 layers);
+#     e.g. VARIANTS="mlm=--objective mlm|electra=--objective electra".
+#   LRS: the fine-tuning learning rates (default "1e-4 2e-4").
+#   KCBERT: a kcbert-base folder (config and vocab): then kcbert-base's GPU training throughput, the
+#     tutorial's way against ours, is measured at the end (bench/speed.py --sections train --device cuda).
 set -uo pipefail
 DATA=$1 TOK=$2 OUT=$3 PT=${4:-00:00:05:00} FT=${5:-00:00:02:20}
+IFS="|" read -r -a VARIANT_LIST <<< "${VARIANTS:-6l=--num_hidden_layers 6|8l=--num_hidden_layers 8}"
+read -r -a LR_LIST <<< "${LRS:-1e-4 2e-4}"
 read -r -a PRE_X <<< "${PRETRAIN_ARGS:-}"
 read -r -a FT_X <<< "${FINETUNE_ARGS:-}"
 LOGS=$(mktemp -d)
@@ -19,13 +26,17 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 $PY -c "import torch, transformers, lightning; print('torch', torch.__version__, 'transformers', transformers.__version__, 'lightning', lightning.__version__)"
 t0=$(date +%s)
 
-pretrain() {  # NAME LAYERS
+pretrain() {  # NAME FLAGS...
   $PY -m train.pretrain configs/pretrain-small.yaml --texts "$DATA/reviews_unlabeled.txt.gz" --tokenizer "$TOK" \
-    --output_dir "runs/pretrain-$1" --num_hidden_layers "$2" --max_time "$PT" --cpu_workers 3 "${PRE_X[@]}" > "$LOGS/pretrain-$1.log" 2>&1
+    --output_dir "runs/pretrain-$1" "${@:2}" --max_time "$PT" --cpu_workers 3 "${PRE_X[@]}" > "$LOGS/pretrain-$1.log" 2>&1
   rc=$?; echo "pretrain-$1 exit $rc after $(( $(date +%s) - t0 )) s"; [ $rc = 0 ] || tail -5 "$LOGS/pretrain-$1.log"
 }
-pretrain 6l 6 &
-pretrain 8l 8 &
+NAMES=()
+for v in "${VARIANT_LIST[@]}"; do
+  read -r -a flags <<< "${v#*=}"
+  NAMES+=("${v%%=*}")
+  pretrain "${v%%=*}" "${flags[@]}" &
+done
 wait
 
 finetune() {  # PRETRAINED LR
@@ -34,10 +45,9 @@ finetune() {  # PRETRAINED LR
     > "$LOGS/ft-$1-$2.log" 2>&1
   rc=$?; echo "ft-$1-$2 exit $rc after $(( $(date +%s) - t0 )) s"; [ $rc = 0 ] || tail -5 "$LOGS/ft-$1-$2.log"
 }
-for p in 6l 8l; do
+for p in "${NAMES[@]}"; do
   [ -f "runs/pretrain-$p/export/config.json" ] || continue
-  finetune "$p" 1e-4 &
-  finetune "$p" 2e-4 &
+  for lr in "${LR_LIST[@]}"; do finetune "$p" "$lr" & done
 done
 wait
 
@@ -54,7 +64,7 @@ for m, r in sorted(ft.items(), key=lambda kv: -kv[1].get("val_acc", 0)):
     print(f"{m:40s} val_acc {r.get('val_acc', float('nan')):.4f} steps {r.get('global_step')} fit {r.get('fit_seconds')} s")
 for m, r in runs.items():
     if "pretrain" in m and "/export/" in m:
-        print(f"{m:40s} mlm val_loss {r['val_loss']:.3f} steps {r['global_step']} {r['steps_per_second']} steps/s")
+        print(f"{m:40s} pretrain val_loss {r['val_loss']:.3f} steps {r['global_step']} {r['steps_per_second']} steps/s")
 best = max(ft, key=lambda m: ft[m].get("val_acc", 0)) if ft else None
 print("best:", best)
 open(sys.argv[2], "w").write(os.path.dirname(best) if best else "")
@@ -64,6 +74,9 @@ for f in runs/*/logs/version_*/metrics.csv; do cp "$f" "$LOGS/$(echo "$f" | cut 
 tar -C "$LOGS" -czf "$OUT/logs.tgz" .
 if [ -n "$best" ]; then
   tar -C "$best" -cf - export | split -b 15M - "$OUT/export.tar.part-"
+fi
+if [ -n "${KCBERT:-}" ]; then
+  NSMC_DATA="$DATA" NSMC_KCBERT="$KCBERT" $PY bench/speed.py --model none --sections train --device cuda --no-write
 fi
 echo "total $(( $(date +%s) - t0 )) s"
 ls -la "$OUT"
