@@ -37,6 +37,16 @@ def test_masked_lm_loss_is_transformers_own(tiny_tokenizer):
     assert torch.allclose(ours, module.model(**batch).loss, atol=1e-5)
 
 
+def test_every_batch_masks_a_token(tiny_tokenizer):
+    """A loss over no masked token is NaN (masked-LM) or a crash (ELECTRA's sampling): a batch of one
+    short review, which 15% masking often leaves untouched, still gets one."""
+    ids = tiny_tokenizer(["재밌다"])["input_ids"]
+    collate = MaskingCollate(tiny_tokenizer, mlm_probability=0.15)
+    for _ in range(50):
+        labels = collate([(ids[0], 0)])["labels"]
+        assert (labels != -100).sum() >= 1
+
+
 def test_corrupt_marks_only_masked_positions_that_changed():
     ids = torch.tensor([[2, 4, 9, 9, 3, 0]])  # 9 is [MASK]; 0 pads
     labels = torch.tensor([[-100, -100, 7, 8, -100, -100]])  # the originals of the masked positions

@@ -137,14 +137,19 @@ def test_user_errors_are_one_clear_message(run, tmp_path):
     assert_clean_error(resume, "no ", "last.ckpt")
 
 
-def test_pretrain_then_finetune(tmp_path, corpus, fixtures_dir):
+@pytest.mark.parametrize("objective", ["mlm", "electra"])
+def test_pretrain_then_finetune(tmp_path, corpus, fixtures_dir, objective):
     pre = tmp_path / "pre"
-    cli("train.pretrain", "configs/pretrain-smoke.yaml", "--output_dir", pre,
-        "--cache_dir", tmp_path / "cache", "--texts", fixtures_dir / "reviews_unlabeled.txt", "--epochs", "1")
+    cli("train.pretrain", "configs/pretrain-smoke.yaml", "--output_dir", pre, "--objective", objective,
+        "--generator_hidden_size", "16", "--cache_dir", tmp_path / "cache",
+        "--texts", fixtures_dir / "reviews_unlabeled.txt", "--epochs", "1")
     assert (pre / "export" / "config.json").is_file() and (pre / "tokenizer" / "tokenizer.json").is_file()
     metrics = json.loads((pre / "export" / "metrics.json").read_text())
-    # below a uniform guess over the 1,500-token vocabulary (ln 1500 = 7.3, plus a margin)
-    assert metrics["val_loss"] < 7.6
+    architecture = json.loads((pre / "export" / "config.json").read_text())["architectures"]
+    if objective == "mlm":  # below a uniform guess over the 1,500 tokens (ln 1500 = 7.3, plus a margin)
+        assert metrics["val_loss"] < 7.6 and architecture == ["BertForMaskedLM"]
+    else:  # ELECTRA's model alone: the generator and the detector's head stay behind
+        assert architecture == ["BertModel"]
     cli("train", "configs/smoke.yaml", "--pretrained_model_name", pre / "export", "--corpus_dir", corpus,
         "--downstream_model_dir", tmp_path / "ft", "--cache_dir", tmp_path / "cache", "--epochs", "1")
     assert (tmp_path / "ft" / "export" / "model.safetensors").is_file()

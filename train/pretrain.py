@@ -50,6 +50,9 @@ class MaskingCollate:
         labels = ids.clone()
         can_mask = ~torch.isin(ids, self.special)
         masked = (torch.rand(ids.shape) < self.p) & can_mask
+        if not masked.any() and can_mask.any():  # a batch of a few short reviews can draw none: no loss then
+            candidates = can_mask.view(-1).nonzero().squeeze(1)
+            masked.view(-1)[candidates[torch.randint(len(candidates), ())]] = True
         labels[~masked] = -100  # loss only on masked positions
         replace = masked & (torch.rand(ids.shape) < 0.8)
         randomize = masked & ~replace & (torch.rand(ids.shape) < 0.5)
