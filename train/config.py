@@ -176,14 +176,13 @@ class PretrainConfig(RunConfig):
     intermediate_size: int = _help("Feed-forward width (usually 4x hidden).", 1024)
     objective: str = _help("'mlm' (masked-language modelling, as BERT) or 'electra' (replaced-token "
                            "detection: a small generator fills the masks, the model tells which tokens were "
-                           "replaced).",
-                           "mlm")
+                           "replaced).", "mlm")
     mlm_probability: float = _help("Share of tokens masked (80% [MASK], 10% random, 10% kept).", 0.15)
     generator_hidden_size: int = _help("ELECTRA: the generator's width (a quarter of the model's in "
                                        "ELECTRA-Small).", 64)
     discriminator_weight: float = _help("ELECTRA: the weight of the replaced-token loss against the "
                                         "generator's masked-LM loss (50 in the paper).", 50.0)
-    val_size: int = _help("Reviews held out to report the masked-LM validation loss.", 5000)
+    val_size: int = _help("Reviews held out to report the validation loss.", 5000)
 
     def __post_init__(self):
         super().__post_init__()
