@@ -71,6 +71,10 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=12, help="timed steps per variant (after 2 warm-up)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    if not Path(args.texts).is_file():
+        parser.error(f"--texts {args.texts} not found (one review a line, plain or .gz)")
+    if not (Path(args.tokenizer) / "tokenizer_config.json").is_file():
+        parser.error(f"--tokenizer {args.tokenizer}: no tokenizer_config.json there (a model folder)")
 
     tokenizer = load_tokenizer(args.tokenizer)
     data = batches(tokenizer, args.texts, 40 * args.batch_size, args.batch_size, args.steps + 2)

@@ -39,17 +39,21 @@ def base_model(tmp_path_factory, tiny_tokenizer):
 
 
 # `python -m train`: the smoke-preset and Korpora tests below.
-@pytest.mark.parametrize("command", ["train.pretrain", "train.evaluate", "train.export", "train.vocab"])
+@pytest.mark.parametrize("command", ["train.pretrain", "train.pretrain --tokenizer", "train.evaluate",
+                                     "train.export", "train.vocab"])
 def test_every_command_ends_a_mistake_in_one_message(command, tmp_path):
     missing = tmp_path / "missing"
     args = {
         "train.pretrain": ["configs/pretrain-smoke.yaml", "--texts", missing / "reviews.txt",
                            "--output_dir", tmp_path / "o"],
+        # a given vocabulary skips the vocabulary step: the texts are still checked before encoding
+        "train.pretrain --tokenizer": ["configs/pretrain-smoke.yaml", "--texts", missing / "reviews.txt",
+                                       "--tokenizer", "models/nsmc-small", "--output_dir", tmp_path / "o"],
         "train.evaluate": [missing, "--corpus-dir", "tests/fixtures"],
         "train.export": [missing / "best.ckpt", tmp_path / "o"],
         "train.vocab": [tmp_path / "o", missing / "reviews.txt"],
     }[command]
-    assert_user_error(cli(command, *args), "error: ", str(missing))
+    assert_user_error(cli(command.split()[0], *args), "error: ", str(missing))
     assert not (tmp_path / "o").exists()  # nothing half-made left behind
 
 

@@ -162,11 +162,20 @@ def electra_body(config: BertConfig) -> BertModel:
 OBJECTIVES = {"mlm": (MaskedLM, BertForMaskedLM), "electra": (ReplacedTokenDetection, electra_body)}
 
 
-def read_corpus(cfg, tokenizer) -> Encoded:
-    parts = [encode_file(p.strip(), tokenizer, cfg.max_seq_length, cfg.cache_dir)
-             for p in cfg.texts.split(",") if p.strip()]
-    if not parts:
+def text_files(cfg) -> list[str]:
+    """The files of --texts, each checked to exist (before a vocabulary or an encoding is started)."""
+    files = [p.strip() for p in cfg.texts.split(",") if p.strip()]
+    if not files:
         raise UserError("--texts names no file")
+    for f in files:
+        if not Path(f).is_file():
+            raise UserError(f"--texts: {f} not found (one review a line, plain or .gz; "
+                            "e.g. ../shared/data/nsmc/reviews_unlabeled.txt.gz)")
+    return files
+
+
+def read_corpus(cfg, tokenizer) -> Encoded:
+    parts = [encode_file(p, tokenizer, cfg.max_seq_length, cfg.cache_dir) for p in text_files(cfg)]
     offsets = [parts[0].offsets]
     for prev, part in zip(parts, parts[1:]):
         offsets.append(part.offsets[1:] + offsets[-1][-1])
@@ -183,13 +192,8 @@ def get_tokenizer(cfg):
     saved = cfg.out_dir / "tokenizer"
     if (saved / "tokenizer_config.json").is_file():  # a resumed run keeps its vocabulary
         return load_tokenizer(saved)
-    files = [p.strip() for p in cfg.texts.split(",") if p.strip()]
-    for f in files:
-        if not Path(f).is_file():
-            raise UserError(f"--texts: {f} not found (one review a line, plain or .gz; "
-                            "e.g. ../shared/data/nsmc/reviews_unlabeled.txt.gz)")
     start = time.time()
-    tokenizer = train_wordpiece(read_texts(files), cfg.vocab_size)
+    tokenizer = train_wordpiece(read_texts(text_files(cfg)), cfg.vocab_size)
     tokenizer.save_pretrained(saved)
     print(f"trained a {len(tokenizer):,}-token WordPiece vocabulary in {time.time() - start:.0f} s "
           f"-> {saved}")
