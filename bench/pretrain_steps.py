@@ -2,7 +2,7 @@
 at the masked positions only) and ELECTRA, on the same length-grouped batches of real reviews, alternately.
 
 Usage:
-    python bench/pretrain_steps.py                      # the shipped model's size, 2 CPU cores: ~3 min
+    python bench/pretrain_steps.py                      # the shipped model's size, 2 CPU cores: ~1 min
     python bench/pretrain_steps.py --device cuda --batch-size 512
 
 Prints a table (median ms per optimizer step, reviews/s, cost against our masked-LM step). The ratio
